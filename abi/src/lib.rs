@@ -1,0 +1,55 @@
+//! # kiln-abi — the contract between a Kiln guest and whatever runs it
+//!
+//! Everything a guest image and a host (the embedded VMM in `vmm/`, the
+//! `kiln` CLI, QEMU wiring) must agree on lives here and nowhere else:
+//!
+//! - [`port`]: the I/O ports a guest uses (COM1, the exit port, the Kiln
+//!   hostcall port) and the port-I/O permission set the supervisor opens.
+//! - [`exit`]: the exit-status values with a fixed meaning (panic, CPU
+//!   fault, ...) and the host-side codes for endings the guest cannot
+//!   report itself (timeout, triple fault).
+//! - [`sc`]: supervisor-call numbers and their error values (DESIGN.md §3.2).
+//! - [`upcall`]: the frame the supervisor hands to the CPL3 exception and
+//!   interrupt handler.
+//! - [`pvh`]: the PVH `hvm_start_info` layout a guest reads at boot.
+//! - [`cmdline`]: how kernel options and application arguments travel in
+//!   the one command-line string a boot protocol offers.
+//!
+//! The crate is `no_std` (with `alloc` for the command line) so guests and
+//! hosts compile the very same definitions. It holds data layouts and pure
+//! functions only; it never touches hardware.
+//!
+//! Limits: one CPU (the upcall frame is a single per-CPU slot); the layouts
+//! are Kiln-internal and carry no version number yet.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod exit;
+pub mod port;
+pub mod pvh;
+pub mod sc;
+pub mod upcall;
+
+/// Guest-physical address where every Kiln image is linked and loaded (1 MiB).
+pub const IMAGE_BASE: u64 = 0x10_0000;
+
+/// Size of one small page.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Guest memory the boot page tables identity-map (the first GiB).
+///
+/// Memory above it is not used by the guest yet.
+pub const IDENTITY_MAP_BYTES: u64 = 1 << 30;
+
+/// Start of the window in which `sc::MAP` may place pages (1 GiB).
+pub const MAP_WINDOW_BASE: u64 = 1 << 30;
+
+/// Size of that window (2 MiB, one page table's reach).
+pub const MAP_WINDOW_BYTES: u64 = 2 << 20;
+
+/// Pages the supervisor occupies from [`IMAGE_BASE`] on, mapped
+/// supervisor-only; the link recipe checks the supervisor fits.
+pub const SUP_PAGES: u64 = 16;

@@ -1,0 +1,47 @@
+//! Supervisor calls: how CPL3 code asks the CPL0 supervisor for privileged work.
+//!
+//! A supervisor call is an `int3` instruction with `rax` holding one of the
+//! numbers below (far outside Linux's syscall range, so the two never mix)
+//! and arguments in `rdi`, `rsi`, `rdx`; `rcx` and `r11` are clobbered. The
+//! result comes back in `rax`: zero or a positive value on success, a
+//! negated Linux errno on failure. An `int3` with any other `rax` is a
+//! breakpoint exception. A `syscall` instruction returns `-ENOSYS` until
+//! the Linux-ABI layer exists.
+
+/// First supervisor-call number ("KI" in the high half).
+pub const BASE: u64 = 0x4b49_0000;
+
+/// `exit(status)`: end the guest with `status` (never returns).
+pub const EXIT: u64 = BASE;
+/// `halt()`: wait for the next interrupt; it is delivered to the upcall
+/// handler before the call returns 0.
+pub const HALT: u64 = BASE + 1;
+/// `map(vaddr, paddr, flags)`: map one 4 KiB page inside the map window.
+pub const MAP: u64 = BASE + 2;
+/// `unmap(vaddr)`: remove one page mapped with [`MAP`] and flush the TLB entry.
+pub const UNMAP: u64 = BASE + 3;
+/// `resume(frame)`: leave the upcall handler, resuming the context in `frame`.
+pub const RESUME: u64 = BASE + 4;
+/// `apic_write(msr, value)`: write an x2APIC register (MSR 0x800–0x8ff).
+pub const APIC_WRITE: u64 = BASE + 5;
+/// One past the last supervisor-call number.
+pub const END: u64 = BASE + 6;
+
+/// [`MAP`] flag: the page is writable.
+pub const MAP_WRITE: u64 = 1;
+/// [`MAP`] flag: the page is executable. Refused together with [`MAP_WRITE`].
+pub const MAP_EXEC: u64 = 2;
+
+/// Linux errno values the supervisor returns (negated).
+pub mod errno {
+    /// Operation not permitted (W+X mapping, mapping the supervisor).
+    pub const EPERM: i64 = 1;
+    /// No such entry (unmapping a page that is not mapped).
+    pub const ENOENT: i64 = 2;
+    /// Entry exists (mapping over a mapped page).
+    pub const EEXIST: i64 = 17;
+    /// Invalid argument (unaligned, outside the window, unknown flags).
+    pub const EINVAL: i64 = 22;
+    /// Function not implemented (unknown call number).
+    pub const ENOSYS: i64 = 38;
+}

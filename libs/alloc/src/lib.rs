@@ -1,0 +1,92 @@
+//! # kiln-alloc — the allocator slots of a Kiln image
+//!
+//! Two traits, no implementation (Unikraft's `ukalloc` split):
+//!
+//! - [`FrameAllocator`]: hands out runs of 4 KiB physical frames (page
+//!   tables, DMA buffers, the heap's own memory).
+//! - [`HeapAllocator`]: serves `Layout`s from one region of memory; the
+//!   runtime (`kiln-rt`) wraps the one an app names into its
+//!   `#[global_allocator]`.
+//!
+//! Implementations live in sibling crates (`kiln-alloc-bump`,
+//! `kiln-alloc-bitmap`, ...) and never depend on each other. Both traits
+//! work on addresses (`u64`/`usize`), not pointers, so implementations can
+//! be written, and unit-tested on the host, without `unsafe`: an allocator
+//! that must keep metadata inside the memory it manages belongs in
+//! `platform/`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use core::alloc::Layout;
+
+/// Size of one frame.
+pub const FRAME_SIZE: u64 = 4096;
+
+/// Why an allocator could not do what was asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// Not enough free memory for the request.
+    OutOfMemory {
+        /// Bytes (heap) or frames (frame allocator) requested.
+        requested: u64,
+    },
+    /// The address was not handed out by this allocator, or already freed.
+    NotAllocated {
+        /// The address passed to `free`.
+        addr: u64,
+    },
+    /// The region given to the allocator cannot hold it (too small or unaligned).
+    BadRegion,
+}
+
+impl core::fmt::Display for AllocError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::OutOfMemory { requested } => write!(f, "out of memory ({requested} requested)"),
+            Self::NotAllocated { addr } => {
+                write!(
+                    f,
+                    "{addr:#x} was not allocated here (double free or foreign address)"
+                )
+            }
+            Self::BadRegion => f.write_str("the memory region is too small or unaligned"),
+        }
+    }
+}
+
+/// Allocates runs of physical frames.
+pub trait FrameAllocator {
+    /// Allocates `count` contiguous frames; returns the first one's address.
+    fn alloc_frames(&mut self, count: usize) -> Result<u64, AllocError>;
+    /// Returns `count` frames starting at `addr` (as allocated).
+    fn free_frames(&mut self, addr: u64, count: usize) -> Result<(), AllocError>;
+    /// Frames currently free.
+    fn free_count(&self) -> usize;
+    /// Frames managed in all.
+    fn total_count(&self) -> usize;
+}
+
+/// Usage figures of a heap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes of the region.
+    pub capacity_bytes: usize,
+    /// Bytes handed out and not freed.
+    pub used_bytes: usize,
+    /// Largest `used_bytes` seen.
+    pub peak_bytes: usize,
+    /// Live allocations.
+    pub live_allocations: usize,
+}
+
+/// Serves allocations from one region of memory.
+pub trait HeapAllocator: Send {
+    /// Takes over `[start, start + size_bytes)`; called once before any allocation.
+    fn init(&mut self, start: usize, size_bytes: usize) -> Result<(), AllocError>;
+    /// Returns the address of a block fitting `layout`, or `None` when out of memory.
+    fn alloc(&mut self, layout: Layout) -> Option<usize>;
+    /// Frees a block returned by `alloc` with the same `layout`.
+    fn dealloc(&mut self, addr: usize, layout: Layout);
+    /// Current usage.
+    fn stats(&self) -> HeapStats;
+}

@@ -1,0 +1,33 @@
+//! # kiln-hal — the one place guest code touches the machine
+//!
+//! Kiln guests run every line of Rust at CPL3 (docs/adr/0002). This crate
+//! owns the small assembly supervisor that runs at CPL0 and offers safe
+//! functions over it:
+//!
+//! - [`sc`]: supervisor calls — [`sc::exit`], [`sc::halt`], [`sc::map`] /
+//!   [`sc::unmap`] (W^X enforced by the supervisor), [`sc::apic_write`].
+//! - [`upcall`]: exception and interrupt delivery to CPL3 handlers, the
+//!   fault hook the runtime installs, and [`upcall::resume`].
+//! - [`console`]: the boot console — one hostcall per buffer on the
+//!   embedded VMM, COM1 everywhere else.
+//! - [`mem`]: the `memcpy` family the host-triple `core` links against.
+//!
+//! Neighbours: `kiln-abi` (numbers and layouts shared with hosts) below,
+//! `kiln-rt` (entry, memory, heap, panic, printing) above. Nothing else in a
+//! guest may use `unsafe`; this crate and `kiln-rt` are the audit surface
+//! (docs/unsafe.md).
+//!
+//! Guest-only items (the supervisor, `mem*`, the upcall entry symbol) are
+//! compiled only under `--cfg kiln_guest`, which `kiln build` sets; a plain
+//! host build type-checks the safe API and runs its unit tests.
+//!
+//! Limits: x86_64 only, one CPU, the identity map covers the first GiB.
+#![no_std]
+
+pub mod arch;
+pub mod console;
+pub mod mem;
+pub mod sc;
+pub mod upcall;
+
+pub use kiln_abi as abi;

@@ -1,0 +1,65 @@
+//! The `#[global_allocator]` glue around the app's heap allocator.
+//!
+//! [`GlobalHeap`] wraps any [`HeapAllocator`] in a spin lock and hands it
+//! the region [`crate::memory`] set aside, on first use. Allocation failure
+//! returns null as `GlobalAlloc` requires; Rust's alloc-error path then
+//! panics with the size, which the panic handler reports.
+//!
+//! Limits: do not allocate in upcall (interrupt) handlers — the lock may
+//! be held by the interrupted code.
+
+use core::alloc::{GlobalAlloc, Layout};
+pub use kiln_alloc::{HeapAllocator, HeapStats};
+
+/// A heap allocator made usable as `#[global_allocator]`.
+pub struct GlobalHeap<H> {
+    inner: spin::Mutex<Option<H>>,
+}
+
+impl<H: HeapAllocator + Default> GlobalHeap<H> {
+    /// An uninitialised heap; it takes its region on the first allocation.
+    pub const fn new() -> Self {
+        Self {
+            inner: spin::Mutex::new(None),
+        }
+    }
+
+    /// Usage figures (zero before the first allocation).
+    pub fn stats(&self) -> HeapStats {
+        self.inner.lock().as_ref().map(H::stats).unwrap_or_default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut H) -> R) -> Option<R> {
+        let mut guard = self.inner.lock();
+        if guard.is_none() {
+            let (start, size) = crate::memory::heap_region()?;
+            let mut heap = H::default();
+            heap.init(start, size).ok()?;
+            *guard = Some(heap);
+        }
+        guard.as_mut().map(f)
+    }
+}
+
+impl<H: HeapAllocator + Default> Default for GlobalHeap<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: blocks come from the region `memory::init` reserved for the heap
+// (RAM nobody else uses); the allocator contract (`HeapAllocator`) returns
+// disjoint, suitably aligned blocks of at least `layout.size()` bytes, and
+// the lock serialises all calls.
+unsafe impl<H: HeapAllocator + Default> GlobalAlloc for GlobalHeap<H> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match self.with(|h| h.alloc(layout)).flatten() {
+            Some(addr) => core::ptr::with_exposed_provenance_mut(addr),
+            None => core::ptr::null_mut(),
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.with(|h| h.dealloc(ptr.expose_provenance(), layout));
+    }
+}

@@ -1,0 +1,156 @@
+//! # kiln-rt — what runs between the supervisor and an application's `main`
+//!
+//! The supervisor (in `kiln-hal`) drops to CPL3 at `kiln_rust_entry`; this
+//! crate takes it from there, in order:
+//!
+//! 1. console ([`print!`], [`println!`]) and the crash report for CPU
+//!    exceptions ([`fault`]);
+//! 2. boot information from the PVH start info ([`boot`]): memory map and
+//!    command line, validated;
+//! 3. memory ([`memory`]): a frame allocator over the largest free RAM
+//!    range above the image, and the heap region handed to the app's
+//!    [`kiln_alloc::HeapAllocator`] through [`heap::GlobalHeap`];
+//! 4. command line ([`kiln_abi::cmdline`]): `log=LEVEL` sets the [`log`]
+//!    level (error, warn, info — the default —, debug, trace, off), the
+//!    rest are the application's arguments;
+//! 5. the application's `main`, whose return value becomes the exit status.
+//!
+//! An application names its parts with [`main!`]:
+//!
+//! ```ignore
+//! #![cfg_attr(kiln_guest, no_std)]
+//! #![no_main]
+//! kiln_rt::main!(main, heap = kiln_alloc_bump::BumpHeap);
+//! fn main(args: &[&str]) -> i32 { kiln_rt::println!("hi"); 0 }
+//! ```
+//!
+//! A panic prints its message and location and exits with
+//! [`kiln_abi::exit::PANIC`]; an unhandled CPU exception prints a report
+//! and exits with [`kiln_abi::exit::FAULT`].
+//!
+//! Neighbours: `kiln-hal` below (the only other crate with `unsafe`),
+//! `kiln-alloc*` for memory, apps above. Limits: one CPU; only RAM in the
+//! first GiB and in the largest free range is used; no threads yet.
+#![no_std]
+
+extern crate alloc;
+
+pub mod boot;
+pub mod fault;
+pub mod heap;
+pub mod logger;
+pub mod memory;
+pub mod print;
+
+pub use kiln_hal as hal;
+
+/// Share of free memory given to the heap unless `heap=PERCENT` says otherwise.
+pub const DEFAULT_HEAP_PERCENT: u64 = 50;
+
+/// CPL3 entry from the supervisor: boot, run `main`, exit with its status.
+#[cfg(kiln_guest)]
+#[unsafe(no_mangle)]
+extern "C" fn kiln_rust_entry(start_info_pa: u64) -> ! {
+    use alloc::vec::Vec;
+    use kiln_abi::exit;
+
+    kiln_hal::console::init();
+    kiln_hal::upcall::set_fault_hook(fault::report);
+    let info = boot::read(start_info_pa).unwrap_or_else(|e| {
+        println!("kiln: {e}");
+        crate::exit(exit::BAD_BOOT_INFO)
+    });
+    let cmdline = info.cmdline();
+    // The heap share must be known before the heap exists, so this one
+    // option is read from the raw line.
+    let heap_percent = cmdline
+        .split(' ')
+        .take_while(|t| *t != "--")
+        .filter_map(|t| t.strip_prefix("heap="))
+        .last()
+        .map_or(Ok(DEFAULT_HEAP_PERCENT), str::parse::<u64>)
+        .unwrap_or(DEFAULT_HEAP_PERCENT);
+    let mem = memory::init(&info, heap_percent).unwrap_or_else(|e| {
+        println!("kiln: {e}");
+        crate::exit(exit::OUT_OF_MEMORY)
+    });
+    let cmdline = kiln_abi::cmdline::parse(cmdline).unwrap_or_else(|e| {
+        println!("kiln: {e}");
+        crate::exit(exit::BAD_BOOT_INFO)
+    });
+    logger::init(cmdline.option("log"));
+    log::debug!(
+        "memory: {} KiB at {:#x}, heap {} KiB at {:#x}, {} frames free",
+        mem.range_bytes / 1024,
+        mem.range_start,
+        mem.heap.1 / 1024,
+        mem.heap.0,
+        mem.free_frames
+    );
+    let args: Vec<&str> = cmdline
+        .args
+        .iter()
+        .map(alloc::string::String::as_str)
+        .collect();
+    unsafe extern "Rust" {
+        /// The application's main, defined by `kiln_rt::main!`.
+        fn __kiln_main(args: &[&str]) -> i32;
+    }
+    // SAFETY: `main!` defines `__kiln_main` with exactly this signature; an
+    // image without it does not link.
+    let status = unsafe { __kiln_main(&args) };
+    crate::exit(status as u8)
+}
+
+/// Ends the guest now with `status`.
+pub fn exit(status: u8) -> ! {
+    kiln_hal::sc::exit(status)
+}
+
+/// Declares a Kiln application: its `main` and the heap allocator it uses.
+///
+/// `main` has the signature `fn(&[&str]) -> i32`; its arguments are those
+/// after `--` on the command line, and its return value (low 8 bits) is the
+/// guest's exit status. `heap` is any [`kiln_alloc::HeapAllocator`] with a
+/// `Default` value.
+///
+/// In a host build (without `--cfg kiln_guest`) the macro produces a stub
+/// `main` that says how to run the image, so `cargo build --workspace`
+/// works on the host.
+#[macro_export]
+macro_rules! main {
+    ($main:path, heap = $heap:ty $(,)?) => {
+        #[cfg(kiln_guest)]
+        #[global_allocator]
+        static __KILN_HEAP: $crate::heap::GlobalHeap<$heap> = $crate::heap::GlobalHeap::new();
+
+        #[cfg(kiln_guest)]
+        #[unsafe(no_mangle)]
+        fn __kiln_main(args: &[&str]) -> i32 {
+            $main(args)
+        }
+
+        #[cfg(kiln_guest)]
+        #[unsafe(no_mangle)]
+        fn __kiln_heap_stats() -> $crate::heap::HeapStats {
+            __KILN_HEAP.stats()
+        }
+
+        // Type-checks `main` on the host too (and keeps it "used").
+        #[cfg(not(kiln_guest))]
+        const _: fn(&[&str]) -> i32 = $main;
+
+        #[cfg(not(kiln_guest))]
+        mod __kiln_host_stub {
+            #[unsafe(no_mangle)]
+            extern "C" fn main() -> i32 {
+                ::std::eprintln!(
+                    "{} is a Kiln guest image, not a host program: run it with `kiln run {}`",
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_MANIFEST_DIR"),
+                );
+                2
+            }
+        }
+    };
+}

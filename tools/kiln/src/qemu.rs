@@ -1,0 +1,114 @@
+//! The qemu platform: the same image under `qemu-system-x86_64 -M microvm`.
+//!
+//! QEMU boots the PVH ELF with `-kernel`, COM1 goes to stdout, and
+//! `isa-debug-exit` on the exit port turns the guest's status `v` into
+//! QEMU's exit status `(v << 1) | 1`, decoded here. KVM is used when
+//! `/dev/kvm` is usable, else TCG.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kiln_vmm::Ending;
+
+/// The QEMU binary (override with `KILN_QEMU`).
+fn qemu_binary() -> String {
+    std::env::var("KILN_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+}
+
+/// Whether /dev/kvm can be opened for reading and writing.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// The QEMU command line for an image.
+pub fn command(image: &Path, memory_bytes: u64, cmdline: &str, kvm: bool) -> Command {
+    let mut cmd = Command::new(qemu_binary());
+    cmd.args(["-M", "microvm,pic=off,pit=off,rtc=off"]);
+    if kvm {
+        cmd.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]);
+    } else {
+        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+    }
+    let memory_kib = memory_bytes.div_ceil(1024);
+    cmd.args(["-m", &format!("{memory_kib}K")])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(["-serial", "stdio"])
+        .args([
+            "-device",
+            &format!("isa-debug-exit,iobase={:#x},iosize=4", kiln_abi::port::EXIT),
+        ])
+        .arg("-kernel")
+        .arg(image)
+        .args(["-append", cmdline]);
+    cmd
+}
+
+/// Boots `image` under QEMU and waits for it to end.
+pub fn run(
+    image: &Path,
+    memory_bytes: u64,
+    cmdline: &str,
+    timeout: Option<Duration>,
+    verbose: bool,
+) -> anyhow::Result<Ending> {
+    let kvm = kvm_usable();
+    let mut cmd = command(image, memory_bytes, cmdline, kvm);
+    cmd.stdin(Stdio::null());
+    if verbose {
+        eprintln!("kiln: {cmd:?}");
+    }
+    let started = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} was not found: install QEMU (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`) or use --platform kvm",
+            qemu_binary()
+        ),
+        Err(e) => return Err(e).context("cannot start QEMU"),
+    };
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
+            break status;
+        }
+        if let Some(limit) = timeout {
+            if started.elapsed() >= limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(Ending::TimedOut { after: limit });
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    if verbose {
+        eprintln!(
+            "kiln: qemu ({}) ended after {:.2} ms with {status}",
+            if kvm { "kvm" } else { "tcg" },
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let Some(code) = status.code() else {
+        return Ok(Ending::HypervisorError {
+            detail: format!("QEMU was killed ({status})"),
+        });
+    };
+    Ok(match kiln_abi::exit::from_qemu_status(code) {
+        Some(guest) => Ending::Exited(guest),
+        // With -no-reboot, a guest reset makes QEMU exit 0.
+        None if code == 0 => Ending::TripleFault,
+        None => Ending::HypervisorError {
+            detail: format!("QEMU failed with exit status {code} (see its message above)"),
+        },
+    })
+}

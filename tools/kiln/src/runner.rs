@@ -1,0 +1,198 @@
+//! What `kiln build` and `kiln run` do.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kiln_abi::exit;
+use kiln_build::{Manifest, Platform};
+use kiln_vmm::{Ending, VmConfig};
+
+use crate::cli::{BuildArgs, Cli, Command, RunArgs};
+
+/// Guest memory when neither `-m` nor Kiln.toml says.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+
+/// Runs a parsed command line; returns the process exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Build(args) => build(args),
+        Command::Run(args) => run(args),
+    }
+}
+
+fn verbose_env() -> bool {
+    std::env::var("KILN_LOG").is_ok_and(|v| matches!(v.as_str(), "debug" | "trace" | "1"))
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<u8> {
+    Manifest::load(&args.dir)?;
+    let platform = args.platform.unwrap_or_default();
+    eprintln!("kiln: building {} for {platform}", args.dir.display());
+    let built = kiln_build::build(&args.dir, args.quiet)?;
+    let size = std::fs::metadata(&built.path).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "kiln: {} {} ({} bytes)",
+        if built.rebuilt {
+            "built"
+        } else {
+            "up to date:"
+        },
+        built.path.display(),
+        size
+    );
+    Ok(0)
+}
+
+/// What `kiln run` resolved its target to.
+struct Resolved {
+    image: PathBuf,
+    manifest: Manifest,
+}
+
+fn resolve(target: &Path, quiet: bool, verbose: bool) -> anyhow::Result<Resolved> {
+    if target.is_dir() {
+        let manifest = Manifest::load(target)?;
+        let started = Instant::now();
+        if kiln_build::image_path_if_fresh(target)?.is_none() {
+            eprintln!("kiln: building {}", target.display());
+        }
+        let built = kiln_build::build(target, quiet)?;
+        if verbose {
+            eprintln!(
+                "kiln: image {} ({}, {:.1} ms)",
+                built.path.display(),
+                if built.rebuilt {
+                    "rebuilt"
+                } else {
+                    "up to date"
+                },
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        return Ok(Resolved {
+            image: built.path,
+            manifest,
+        });
+    }
+    if target.is_file() {
+        return Ok(Resolved {
+            image: target.to_path_buf(),
+            manifest: Manifest::default(),
+        });
+    }
+    bail!(
+        "{} does not exist: give an app directory (with Kiln.toml) or a built image file",
+        target.display()
+    )
+}
+
+fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let verbose = args.verbose || verbose_env();
+    let Resolved { image, manifest } = resolve(&args.target, args.quiet, verbose)?;
+    let memory_bytes = args
+        .memory
+        .map(|m| m.0)
+        .or(manifest.image.memory.map(|m| m.0))
+        .unwrap_or(DEFAULT_MEMORY_BYTES);
+    let platform = args
+        .platform
+        .or(manifest.image.platform)
+        .unwrap_or_default();
+    let timeout = match args.timeout {
+        Some(secs) if !(secs.is_finite() && secs >= 0.0) => {
+            bail!("--timeout {secs} is not a number of seconds (use e.g. --timeout 10)")
+        }
+        Some(secs) if secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+        Some(_) => None,
+        None => manifest
+            .image
+            .timeout_secs
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+    };
+    let log = args
+        .log
+        .clone()
+        .or(manifest.image.log.map(|l| l.as_str().to_string()));
+    let guest_args = if args.args.is_empty() {
+        manifest.image.args.clone()
+    } else {
+        args.args.clone()
+    };
+    let options: Vec<(&str, &str)> = log.as_deref().map(|l| vec![("log", l)]).unwrap_or_default();
+    let cmdline = kiln_abi::cmdline::encode(&options, &guest_args);
+    let bytes =
+        std::fs::read(&image).with_context(|| format!("cannot read image {}", image.display()))?;
+    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+        bail!(
+            "{} is not an ELF image: pass an app directory or an image built by `kiln build`",
+            image.display()
+        );
+    }
+    if verbose {
+        eprintln!(
+            "kiln: booting {} on {platform} with {} MiB, cmdline {cmdline:?}",
+            image.display(),
+            memory_bytes >> 20
+        );
+    }
+    let ending = match platform {
+        Platform::Kvm => {
+            let outcome = kiln_vmm::run(VmConfig {
+                image: bytes,
+                memory_bytes,
+                cmdline,
+                timeout,
+                console: Box::new(std::io::stdout()),
+            })?;
+            if verbose {
+                let t = outcome.timings;
+                eprintln!(
+                    "kiln: vm setup {:.2} ms, first guest exit at {}, guest ended at {:.2} ms after {} exits",
+                    t.setup.as_secs_f64() * 1e3,
+                    t.first_exit
+                        .map_or("-".into(), |d| format!("{:.2} ms", d.as_secs_f64() * 1e3)),
+                    t.end.as_secs_f64() * 1e3,
+                    t.exits
+                );
+            }
+            outcome.ending
+        }
+        Platform::Qemu => crate::qemu::run(&image, memory_bytes, &cmdline, timeout, verbose)?,
+    };
+    Ok(report(&ending))
+}
+
+/// Prints what an abnormal ending means; returns the exit status.
+pub fn report(ending: &Ending) -> u8 {
+    match ending {
+        Ending::Exited(status) => {
+            if let Some(what) = exit::describe(*status) {
+                eprintln!("kiln: {what} (exit status {status})");
+            }
+            *status
+        }
+        Ending::TimedOut { after } => {
+            eprintln!(
+                "kiln: error: the guest did not exit within {:.1} s and was stopped (raise --timeout if it needs longer)",
+                after.as_secs_f64()
+            );
+            exit::HOST_TIMEOUT
+        }
+        Ending::TripleFault => {
+            eprintln!("kiln: error: the guest reset its CPU (triple fault or shutdown request)");
+            exit::HOST_TRIPLE_FAULT
+        }
+        Ending::HypervisorError { detail } => {
+            eprintln!("kiln: error: the hypervisor stopped the guest: {detail}");
+            exit::HOST_VM_ERROR
+        }
+        Ending::UnhandledAccessLoop { what } => {
+            eprintln!(
+                "kiln: error: the guest kept accessing {what}, which no device handles; stopped it"
+            );
+            exit::HOST_VM_ERROR
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! [`VmmError`]: why a VM could not be built or run.
+
+use std::io;
+
+/// Why the VMM could not build or run the guest.
+///
+/// Each message names the cause and, where there is one, the fix. Guest
+/// misbehaviour (crashes, timeouts) is not an error but an
+/// [`crate::Ending`].
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// /dev/kvm is not usable.
+    #[error(
+        "/dev/kvm is not accessible ({0}): enable KVM on this host and add yourself to group `kvm`, or run with --platform qemu"
+    )]
+    KvmUnavailable(#[source] kvm_ioctls::Error),
+    /// A KVM call failed.
+    #[error("KVM refused to {what}: {source}")]
+    Kvm {
+        /// The step that failed.
+        what: &'static str,
+        /// The error KVM returned.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The memory size is outside what the VMM supports.
+    #[error("guest memory of {requested_bytes} bytes is not supported: use -m between {min} KiB and {max} MiB", min = crate::MIN_MEMORY_BYTES / 1024, max = crate::MAX_MEMORY_BYTES >> 20)]
+    BadMemorySize {
+        /// What was asked for.
+        requested_bytes: u64,
+    },
+    /// Guest memory could not be allocated.
+    #[error("cannot allocate {bytes} bytes of guest memory: {detail}")]
+    GuestMemory {
+        /// Size asked for.
+        bytes: u64,
+        /// What vm-memory said.
+        detail: String,
+    },
+    /// The image is not a loadable ELF.
+    #[error("the image is not a bootable ELF ({0}): build it with `kiln build`")]
+    BadImage(String),
+    /// The ELF has no PVH entry note.
+    #[error(
+        "the image has no PVH entry note (Xen note type 18): it is not a Kiln image; build it with `kiln build`"
+    )]
+    NoPvhEntry,
+    /// The image does not fit in guest memory.
+    #[error(
+        "the image needs {needed_bytes} bytes of guest memory but the guest has {memory_bytes}: raise -m"
+    )]
+    ImageTooLarge {
+        /// End address of the loaded image.
+        needed_bytes: u64,
+        /// Configured memory.
+        memory_bytes: u64,
+    },
+    /// The command line is too long for the boot protocol.
+    #[error("the guest command line is {len} bytes; at most {max} fit: pass fewer or shorter arguments", max = kiln_abi::pvh::CMDLINE_MAX_BYTES)]
+    CmdlineTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// The command line contains a NUL byte.
+    #[error("the guest command line contains a NUL byte, which the boot protocol cannot carry")]
+    CmdlineNul,
+    /// The vCPU thread could not start.
+    #[error("cannot start the vCPU thread: {0}")]
+    Thread(#[source] io::Error),
+    /// The vCPU thread panicked (a VMM bug).
+    #[error("the vCPU thread panicked (a Kiln bug; please report it)")]
+    VcpuPanicked,
+    /// Writing to guest memory failed.
+    #[error("cannot write {what} into guest memory: {detail}")]
+    GuestWrite {
+        /// What was being written.
+        what: &'static str,
+        /// What vm-memory said.
+        detail: String,
+    },
+    /// KVM_RUN failed for a reason other than a signal.
+    #[error("running the vCPU failed: {0}")]
+    Run(#[source] kvm_ioctls::Error),
+}

@@ -1,0 +1,164 @@
+//! # kiln-vmm — Kiln's embedded KVM microVM monitor
+//!
+//! Boots one Kiln image (a PVH ELF, see `kiln-abi`) in a one-vCPU KVM
+//! virtual machine and runs it to its end:
+//!
+//! - [`VmConfig`] says what to run: image bytes, memory size, command
+//!   line, timeout, where console output goes.
+//! - [`run`] builds the VM (guest memory, in-kernel interrupt controller,
+//!   CPUID, PVH start info, 32-bit entry state), runs the vCPU, and returns
+//!   a [`RunOutcome`]: how the guest ended ([`Ending`]) and how long each
+//!   phase took ([`Timings`]).
+//! - Devices: COM1 (vm-superio) and the Kiln hostcall port write to the
+//!   console sink; the exit port ends the run with the guest's status.
+//!   Other port and MMIO accesses are logged and answered with all ones; a
+//!   guest stuck repeating one is stopped ([`Ending::UnhandledAccessLoop`]).
+//!
+//! Built on rust-vmm: kvm-ioctls, kvm-bindings, vm-memory, linux-loader,
+//! vm-superio, vmm-sys-util. Neighbours: `kiln-abi` (the guest contract),
+//! the `kiln` CLI (which maps [`Ending`] to exit statuses and messages).
+//!
+//! Limits: one vCPU; no virtio devices yet; memory up to 3 GiB (the guest
+//! uses the first GiB); x86_64 hosts only.
+
+mod devices;
+mod error;
+mod layout;
+mod vcpu;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub use error::VmmError;
+pub use layout::{MAX_MEMORY_BYTES, MIN_MEMORY_BYTES};
+
+/// Where console output goes.
+pub type ConsoleSink = Box<dyn Write + Send>;
+
+/// What to run.
+pub struct VmConfig {
+    /// The image (a PVH ELF).
+    pub image: Vec<u8>,
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    /// Guest command line (see `kiln_abi::cmdline`).
+    pub cmdline: String,
+    /// Stop the guest after this long; `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Console output (COM1 and hostcall writes).
+    pub console: ConsoleSink,
+}
+
+/// How the guest ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest wrote this status to the exit port.
+    Exited(u8),
+    /// The timeout expired first.
+    TimedOut {
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The guest reset its CPU (triple fault) or asked for a shutdown.
+    TripleFault,
+    /// KVM could not emulate or enter the guest (`KVM_EXIT_INTERNAL_ERROR`,
+    /// failed entry); `detail` says which.
+    HypervisorError {
+        /// What KVM reported.
+        detail: String,
+    },
+    /// The guest kept accessing one port or MMIO address nothing handles.
+    UnhandledAccessLoop {
+        /// "port 0x61" or "MMIO 0xfee00000".
+        what: String,
+    },
+}
+
+/// Phase durations of one run, all from the start of [`run`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// VM built (memory, image, vCPU) and about to enter the guest.
+    pub setup: Duration,
+    /// First exit from the guest (its first I/O): a bound on time to first instruction.
+    pub first_exit: Option<Duration>,
+    /// The guest ended.
+    pub end: Duration,
+    /// VM exits handled.
+    pub exits: u64,
+}
+
+/// The result of [`run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// How the guest ended.
+    pub ending: Ending,
+    /// How long it took.
+    pub timings: Timings,
+}
+
+/// Boots `config.image` and runs it until it ends (or the timeout expires).
+pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
+    let start = Instant::now();
+    let VmConfig {
+        image,
+        memory_bytes,
+        cmdline,
+        timeout,
+        console,
+    } = config;
+    let console = Arc::new(Mutex::new(devices::LineFlushing::new(console)));
+    let mut vm = vcpu::Vm::build(&image, memory_bytes, &cmdline, console.clone())?;
+    let setup = start.elapsed();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = mpsc::channel();
+    let vcpu_stop = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("kiln-vcpu0".into())
+        .spawn(move || {
+            let result = vm.run_until_end(&vcpu_stop, start);
+            let _ = done_tx.send(());
+            result
+        })
+        .map_err(VmmError::Thread)?;
+
+    let mut timed_out = false;
+    match timeout {
+        None => {
+            let _ = done_rx.recv();
+        }
+        Some(limit) => {
+            let remaining = limit.saturating_sub(start.elapsed());
+            if done_rx.recv_timeout(remaining) == Err(mpsc::RecvTimeoutError::Timeout) {
+                timed_out = true;
+                stop.store(true, Ordering::SeqCst);
+                // Kick until the vCPU thread notices: a signal that lands
+                // just before it re-enters KVM_RUN would otherwise be lost.
+                while done_rx.recv_timeout(Duration::from_millis(5))
+                    == Err(mpsc::RecvTimeoutError::Timeout)
+                {
+                    vcpu::kick(&handle);
+                }
+            }
+        }
+    }
+    let (ending, mut timings) = handle.join().map_err(|_| VmmError::VcpuPanicked)??;
+    if let Ok(mut c) = console.lock() {
+        let _ = c.flush();
+    }
+    if timed_out {
+        if let Some(after) = timeout {
+            return Ok(RunOutcome {
+                ending: Ending::TimedOut { after },
+                timings: Timings {
+                    end: start.elapsed(),
+                    ..timings
+                },
+            });
+        }
+    }
+    timings.setup = setup;
+    Ok(RunOutcome { ending, timings })
+}

@@ -1,0 +1,397 @@
+//! Building the VM and running its one vCPU.
+
+use std::io::Cursor;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Instant;
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_segment, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use linux_loader::loader::KernelLoader;
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::devices::{self, Com1, LineFlushing, SharedConsole, Unhandled};
+use crate::layout;
+use crate::{Ending, Timings, VmmError};
+use kiln_abi::port;
+
+/// One VM with one vCPU, ready to run.
+pub struct Vm {
+    // Kept alive for the vCPU's sake: closing the VM fd tears the VM down.
+    _kvm: Kvm,
+    _vm: VmFd,
+    vcpu: VcpuFd,
+    mem: GuestMemoryMmap,
+    com1: Com1,
+    console: SharedConsole,
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { what, source }
+}
+
+impl Vm {
+    /// Creates the VM, loads the image and prepares the vCPU at the PVH entry.
+    pub fn build(
+        image: &[u8],
+        memory_bytes: u64,
+        cmdline: &str,
+        console: Arc<Mutex<LineFlushing>>,
+    ) -> Result<Self, VmmError> {
+        if !(layout::MIN_MEMORY_BYTES..=layout::MAX_MEMORY_BYTES).contains(&memory_bytes) {
+            return Err(VmmError::BadMemorySize {
+                requested_bytes: memory_bytes,
+            });
+        }
+        if cmdline.len() > kiln_abi::pvh::CMDLINE_MAX_BYTES {
+            return Err(VmmError::CmdlineTooLong { len: cmdline.len() });
+        }
+        if cmdline.contains('\0') {
+            return Err(VmmError::CmdlineNul);
+        }
+        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
+
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), memory_bytes as usize)])
+            .map_err(|e| VmmError::GuestMemory {
+            bytes: memory_bytes,
+            detail: e.to_string(),
+        })?;
+        for (slot, region) in mem.iter().enumerate() {
+            let host =
+                mem.get_host_address(region.start_addr())
+                    .map_err(|e| VmmError::GuestMemory {
+                        bytes: memory_bytes,
+                        detail: e.to_string(),
+                    })?;
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the host range [host, host + len) is an mmap owned by
+            // `mem`, which lives in the same `Vm` as the VM fd and so
+            // outlives every use of the slot; slots do not overlap (one per
+            // region, regions are disjoint).
+            unsafe { vm.set_user_memory_region(region_desc) }
+                .map_err(kvm_err("register guest memory"))?;
+        }
+        vm.create_irq_chip()
+            .map_err(kvm_err("create the interrupt controller"))?;
+
+        let entry = load_image(&mem, image, memory_bytes)?;
+        write_boot_info(&mem, memory_bytes, cmdline)?;
+
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("report CPUID"))?;
+        vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+        set_pvh_entry_state(&vcpu, entry)?;
+
+        let console = SharedConsole(console);
+        let com1 = Com1::new(devices::NoIrq, console.clone());
+        Ok(Self {
+            _kvm: kvm,
+            _vm: vm,
+            vcpu,
+            mem,
+            com1,
+            console,
+        })
+    }
+
+    /// Runs the vCPU until the guest ends or `stop` is set.
+    pub fn run_until_end(
+        &mut self,
+        stop: &AtomicBool,
+        start: Instant,
+    ) -> Result<(Ending, Timings), VmmError> {
+        install_kick_handler();
+        let mut timings = Timings::default();
+        let mut unhandled = Unhandled::default();
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                timings.end = start.elapsed();
+                return Ok((Ending::TimedOut { after: timings.end }, timings));
+            }
+            let exit = match self.vcpu.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => return Err(VmmError::Run(e)),
+            };
+            timings.exits += 1;
+            if timings.first_exit.is_none() {
+                timings.first_exit = Some(start.elapsed());
+            }
+            let ending = match exit {
+                VcpuExit::IoOut(p, data) => {
+                    let r = handle_out(&mut self.com1, &mut self.console, &self.mem, p, data);
+                    match r {
+                        Out::Handled => {
+                            unhandled.reset();
+                            None
+                        }
+                        Out::Exit(status) => Some(Ending::Exited(status)),
+                        Out::Unhandled => unhandled
+                            .record(format!("port {p:#x}"), true)
+                            .map(|what| Ending::UnhandledAccessLoop { what }),
+                    }
+                }
+                VcpuExit::IoIn(p, data) => {
+                    if handle_in(&mut self.com1, p, data) {
+                        unhandled.reset();
+                        None
+                    } else {
+                        data.fill(0xff);
+                        unhandled
+                            .record(format!("port {p:#x}"), false)
+                            .map(|what| Ending::UnhandledAccessLoop { what })
+                    }
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    data.fill(0xff);
+                    unhandled
+                        .record(format!("MMIO {addr:#x}"), false)
+                        .map(|what| Ending::UnhandledAccessLoop { what })
+                }
+                VcpuExit::MmioWrite(addr, _) => unhandled
+                    .record(format!("MMIO {addr:#x}"), true)
+                    .map(|what| Ending::UnhandledAccessLoop { what }),
+                VcpuExit::Shutdown => Some(Ending::TripleFault),
+                VcpuExit::InternalError => Some(Ending::HypervisorError {
+                    detail: "KVM_EXIT_INTERNAL_ERROR: KVM could not emulate a guest instruction \
+                             (on kvm_pvm hosts: compiled code ran at CPL0, see docs/adr/0002)"
+                        .into(),
+                }),
+                VcpuExit::FailEntry(reason, cpu) => Some(Ending::HypervisorError {
+                    detail: format!("KVM could not enter vCPU {cpu} (hardware reason {reason:#x})"),
+                }),
+                VcpuExit::Hlt => Some(Ending::HypervisorError {
+                    detail: "the guest halted with nothing left to wake it".into(),
+                }),
+                VcpuExit::Intr => None,
+                other => Some(Ending::HypervisorError {
+                    detail: format!("unexpected VM exit {other:?}"),
+                }),
+            };
+            if let Some(ending) = ending {
+                if !matches!(ending, Ending::Exited(_)) {
+                    self.dump_state();
+                }
+                timings.end = start.elapsed();
+                return Ok((ending, timings));
+            }
+        }
+    }
+}
+
+impl Vm {
+    /// With `KILN_LOG=debug`, prints the vCPU registers (for abnormal endings).
+    fn dump_state(&self) {
+        if !std::env::var("KILN_LOG").is_ok_and(|v| v == "debug" || v == "trace") {
+            return;
+        }
+        if let (Ok(r), Ok(s)) = (self.vcpu.get_regs(), self.vcpu.get_sregs()) {
+            eprintln!(
+                "kiln-vmm: rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}",
+                r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi
+            );
+            eprintln!(
+                "kiln-vmm: cs={:#x}/{} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} idt={:#x}+{} gdt={:#x}+{}",
+                s.cs.selector,
+                s.cs.dpl,
+                s.cr0,
+                s.cr2,
+                s.cr3,
+                s.cr4,
+                s.efer,
+                s.idt.base,
+                s.idt.limit,
+                s.gdt.base,
+                s.gdt.limit
+            );
+        }
+    }
+}
+
+/// What an `out` did.
+enum Out {
+    Handled,
+    Exit(u8),
+    Unhandled,
+}
+
+fn handle_out(
+    com1: &mut Com1,
+    console: &mut SharedConsole,
+    mem: &GuestMemoryMmap,
+    p: u16,
+    data: &[u8],
+) -> Out {
+    use std::io::Write;
+    match p {
+        port::EXIT => Out::Exit(data.first().copied().unwrap_or(0)),
+        _ if (port::COM1..port::COM1 + 8).contains(&p) => {
+            if let Some(&b) = data.first() {
+                let _ = com1.write((p - port::COM1) as u8, b);
+            }
+            Out::Handled
+        }
+        port::HOSTCALL if data.len() == 4 => {
+            let addr = u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
+            match devices::hostcall_console_bytes(mem, addr) {
+                Ok(bytes) => {
+                    let _ = console.write_all(&bytes);
+                }
+                Err(e) => eprintln!("kiln-vmm: refused a console hostcall: {e:?}"),
+            }
+            Out::Handled
+        }
+        _ => Out::Unhandled,
+    }
+}
+
+fn handle_in(com1: &mut Com1, p: u16, data: &mut [u8]) -> bool {
+    match p {
+        port::HOSTCALL if data.len() == 4 => {
+            data.copy_from_slice(&port::HOSTCALL_MAGIC.to_le_bytes());
+            true
+        }
+        _ if (port::COM1..port::COM1 + 8).contains(&p) => {
+            let v = com1.read((p - port::COM1) as u8);
+            data.fill(0);
+            data[0] = v;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Loads the ELF, returns the PVH entry address.
+fn load_image(
+    mem: &GuestMemoryMmap,
+    image: &[u8],
+    memory_bytes: u64,
+) -> Result<GuestAddress, VmmError> {
+    let mut cursor = Cursor::new(image);
+    let result = Elf::load(mem, None, &mut cursor, Some(GuestAddress(kiln_abi::IMAGE_BASE)))
+        .map_err(|e| match e {
+            linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
+                // The loader reports writes beyond guest memory this way too.
+                VmmError::BadImage("a segment could not be read from the file or does not fit in guest memory (raise -m?)".into())
+            }
+            other => VmmError::BadImage(other.to_string()),
+        })?;
+    if result.kernel_end > memory_bytes {
+        return Err(VmmError::ImageTooLarge {
+            needed_bytes: result.kernel_end,
+            memory_bytes,
+        });
+    }
+    match result.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(entry) => Ok(entry),
+        _ => Err(VmmError::NoPvhEntry),
+    }
+}
+
+fn write_boot_info(
+    mem: &GuestMemoryMmap,
+    memory_bytes: u64,
+    cmdline: &str,
+) -> Result<(), VmmError> {
+    let write = |what: &'static str, bytes: &[u8], addr: u64| {
+        mem.write_slice(bytes, GuestAddress(addr))
+            .map_err(|e| VmmError::GuestWrite {
+                what,
+                detail: e.to_string(),
+            })
+    };
+    write(
+        "the PVH start info",
+        &layout::start_info_bytes(memory_bytes, true),
+        layout::START_INFO_ADDR,
+    )?;
+    let mut line = cmdline.as_bytes().to_vec();
+    line.push(0);
+    write("the command line", &line, layout::CMDLINE_ADDR)
+}
+
+/// 32-bit protected mode, paging off, flat segments, ebx = start info (PVH).
+fn set_pvh_entry_state(vcpu: &VcpuFd, entry: GuestAddress) -> Result<(), VmmError> {
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(kvm_err("read segment registers"))?;
+    let flat = |selector: u16, type_: u8| kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = flat(0x08, 0xb);
+    let data = flat(0x10, 0x3);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.cr0 = 0x11; // PE | ET
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs)
+        .map_err(kvm_err("set segment registers"))?;
+
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
+    vcpu.set_fpu(&fpu).map_err(kvm_err("set FPU state"))?;
+
+    let mut regs = vcpu.get_regs().map_err(kvm_err("read registers"))?;
+    regs.rflags = 0x2;
+    regs.rip = entry.0;
+    regs.rbx = layout::START_INFO_ADDR;
+    vcpu.set_regs(&regs).map_err(kvm_err("set registers"))
+}
+
+/// The signal that kicks the vCPU thread out of KVM_RUN.
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The handler does nothing: its only job is to make KVM_RUN return
+        // EINTR instead of the signal killing the process.
+        if let Err(e) = vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick) {
+            eprintln!("kiln-vmm: cannot install the vCPU kick handler ({e}); timeouts may not stop the guest");
+        }
+    });
+}
+
+/// Interrupts the vCPU thread's KVM_RUN (it then checks its stop flag).
+pub fn kick<T>(handle: &std::thread::JoinHandle<T>) {
+    // SAFETY: pthread_kill only sends a signal; the thread handle is alive
+    // (we hold its JoinHandle, so it has not been joined or detached), and
+    // the signal has a handler installed before the thread first runs KVM_RUN.
+    unsafe {
+        libc::pthread_kill(handle.as_pthread_t(), kick_signal());
+    }
+}
