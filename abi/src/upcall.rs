@@ -110,7 +110,7 @@ pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
         19 => ("#XM", "SIMD floating-point exception"),
         20 => ("#VE", "virtualization exception"),
         21 => ("#CP", "control protection exception"),
-        0..=31 => ("#??", "reserved exception"),
+        9 | 15 | 22..=31 => ("#??", "reserved exception"),
         _ => ("IRQ", "interrupt"),
     }
 }

@@ -90,7 +90,7 @@ mod tests {
         let e = (MEMMAP_ADDR - START_INFO_ADDR) as usize + 24;
         assert_eq!(u64_at(e), 0x10_0000);
         assert_eq!(u64_at(e + 8), (16 << 20) - 0x10_0000);
-        assert!(MEMMAP_ADDR + 2 * 24 <= CMDLINE_ADDR);
+        const { assert!(MEMMAP_ADDR + 2 * 24 <= CMDLINE_ADDR) };
     }
 
     #[test]

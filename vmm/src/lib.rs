@@ -148,16 +148,14 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
     if let Ok(mut c) = console.lock() {
         let _ = c.flush();
     }
-    if timed_out {
-        if let Some(after) = timeout {
-            return Ok(RunOutcome {
-                ending: Ending::TimedOut { after },
-                timings: Timings {
-                    end: start.elapsed(),
-                    ..timings
-                },
-            });
-        }
+    if timed_out && let Some(after) = timeout {
+        return Ok(RunOutcome {
+            ending: Ending::TimedOut { after },
+            timings: Timings {
+                end: start.elapsed(),
+                ..timings
+            },
+        });
     }
     timings.setup = setup;
     Ok(RunOutcome { ending, timings })

@@ -33,7 +33,7 @@ impl<'a> BitmapFrames<'a> {
     /// Manages `frames` frames from page-aligned `base`, all free, with
     /// `bits` (at least [`bitmap_words`]`(frames)` words) as the bitmap.
     pub fn new(base: u64, frames: usize, bits: &'a mut [u64]) -> Result<Self, AllocError> {
-        if base % FRAME_SIZE != 0 || bits.len() < bitmap_words(frames) || frames == 0 {
+        if !base.is_multiple_of(FRAME_SIZE) || bits.len() < bitmap_words(frames) || frames == 0 {
             return Err(AllocError::BadRegion);
         }
         bits.fill(0);
@@ -62,7 +62,7 @@ impl<'a> BitmapFrames<'a> {
     fn find_run(&self, from: usize, limit: usize, count: usize) -> Option<usize> {
         let mut i = from;
         while i + count <= limit {
-            if i % 64 == 0 && self.bits[i / 64] == u64::MAX {
+            if i.is_multiple_of(64) && self.bits[i / 64] == u64::MAX {
                 i += 64;
                 continue;
             }
@@ -88,7 +88,7 @@ impl<'a> BitmapFrames<'a> {
 
     fn index(&self, addr: u64, count: usize) -> Result<usize, AllocError> {
         let bad = AllocError::NotAllocated { addr };
-        if addr < self.base || (addr - self.base) % FRAME_SIZE != 0 {
+        if addr < self.base || !(addr - self.base).is_multiple_of(FRAME_SIZE) {
             return Err(bad);
         }
         let first = usize::try_from((addr - self.base) / FRAME_SIZE).map_err(|_| bad)?;

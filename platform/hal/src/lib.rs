@@ -11,6 +11,8 @@
 //! - [`console`]: the boot console — one hostcall per buffer on the
 //!   embedded VMM, COM1 everywhere else.
 //! - [`mem`]: the `memcpy` family the host-triple `core` links against.
+//! - [`provoke`]: deliberate CPU exceptions for tests of the fault paths;
+//!   `selftest` (guest builds): in-guest tests of every supervisor path.
 //!
 //! Neighbours: `kiln-abi` (numbers and layouts shared with hosts) below,
 //! `kiln-rt` (entry, memory, heap, panic, printing) above. Nothing else in a
@@ -27,7 +29,10 @@
 pub mod arch;
 pub mod console;
 pub mod mem;
+pub mod provoke;
 pub mod sc;
+#[cfg(kiln_guest)]
+pub mod selftest;
 pub mod upcall;
 
 pub use kiln_abi as abi;

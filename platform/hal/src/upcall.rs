@@ -42,9 +42,9 @@ impl core::fmt::Display for UpcallError {
     }
 }
 
-const NONE: AtomicUsize = AtomicUsize::new(0);
 /// Handler per vector, stored as the address of a [`Handler`] (0 = none).
-static HANDLERS: [AtomicUsize; VECTORS as usize] = [NONE; VECTORS as usize];
+static HANDLERS: [AtomicUsize; VECTORS as usize] =
+    [const { AtomicUsize::new(0) }; VECTORS as usize];
 /// The fault hook, stored as the address of a [`FaultHook`] (0 = none).
 static FAULT_HOOK: AtomicUsize = AtomicUsize::new(0);
 

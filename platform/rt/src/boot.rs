@@ -87,7 +87,7 @@ fn readable(addr: u64, len: u64, align: u64) -> bool {
     let sup_start = kiln_abi::IMAGE_BASE;
     let sup_end = sup_start + kiln_abi::SUP_PAGES * kiln_abi::PAGE_SIZE;
     addr >= kiln_abi::PAGE_SIZE
-        && addr % align == 0
+        && addr.is_multiple_of(align)
         && end <= kiln_abi::IDENTITY_MAP_BYTES
         && (end <= sup_start || addr >= sup_end)
 }

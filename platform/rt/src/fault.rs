@@ -75,7 +75,7 @@ fn read_stack_word(addr: u64) -> Option<u64> {
     let mem = crate::memory::stats();
     let in_image = addr >= kiln_abi::IMAGE_BASE + kiln_abi::SUP_PAGES * kiln_abi::PAGE_SIZE
         && addr.checked_add(8)? <= mem.range_start + mem.range_bytes;
-    if addr % 8 != 0 || !in_image {
+    if !addr.is_multiple_of(8) || !in_image {
         return None;
     }
     // SAFETY: the address is 8-aligned and lies between the end of the

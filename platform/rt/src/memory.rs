@@ -10,8 +10,6 @@
 use kiln_alloc::{AllocError, FRAME_SIZE, FrameAllocator};
 use kiln_alloc_bitmap::{BitmapFrames, bitmap_words};
 
-use crate::boot::BootInfo;
-
 static FRAMES: spin::Mutex<Option<BitmapFrames<'static>>> = spin::Mutex::new(None);
 static HEAP_REGION: spin::Once<(usize, usize)> = spin::Once::new();
 static RANGE: spin::Once<(u64, u64)> = spin::Once::new();
@@ -98,7 +96,7 @@ fn image_end() -> u64 {
 
 /// Sets up the frame allocator and the heap region from the boot memory map.
 #[cfg(kiln_guest)]
-pub fn init(info: &BootInfo, heap_percent: u64) -> Result<MemoryStats, MemoryError> {
+pub fn init(info: &crate::boot::BootInfo, heap_percent: u64) -> Result<MemoryStats, MemoryError> {
     let image_end = image_end();
     let (start, len) = largest_free_range(info.ram(), image_end, kiln_abi::IDENTITY_MAP_BYTES)
         .ok_or(MemoryError::NoFreeRam { image_end })?;

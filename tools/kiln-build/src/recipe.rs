@@ -91,6 +91,8 @@ pub struct BuiltImage {
 /// What `cargo metadata` told about an app.
 struct AppInfo {
     package: String,
+    /// `name@version`, unambiguous even when a dependency shares the name.
+    package_spec: String,
     bin: String,
     target_dir: PathBuf,
     /// Directories of the local (path) packages in the app's dependency graph.
@@ -135,6 +137,7 @@ fn app_info(dir: &Path) -> Result<AppInfo, BuildError> {
         .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
         .ok_or_else(|| meta_err(format!("no package for {}", manifest.display())))?;
     let package = pkg["name"].as_str().unwrap_or_default().to_string();
+    let package_spec = format!("{package}@{}", pkg["version"].as_str().unwrap_or_default());
     let bin = pkg["targets"]
         .as_array()
         .and_then(|ts| {
@@ -162,6 +165,7 @@ fn app_info(dir: &Path) -> Result<AppInfo, BuildError> {
         .collect();
     Ok(AppInfo {
         package,
+        package_spec,
         bin,
         target_dir,
         local_package_dirs,
@@ -296,7 +300,7 @@ pub fn build(dir: &Path, quiet: bool) -> Result<BuiltImage, BuildError> {
         "--target",
         GUEST_TRIPLE,
         "-p",
-        &info.package,
+        &info.package_spec,
     ])
     .arg("--manifest-path")
     .arg(dir.join("Cargo.toml"))

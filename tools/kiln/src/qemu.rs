@@ -82,12 +82,12 @@ pub fn run(
         if let Some(status) = child.try_wait().context("waiting for QEMU")? {
             break status;
         }
-        if let Some(limit) = timeout {
-            if started.elapsed() >= limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(Ending::TimedOut { after: limit });
-            }
+        if let Some(limit) = timeout
+            && started.elapsed() >= limit
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(Ending::TimedOut { after: limit });
         }
         std::thread::sleep(Duration::from_millis(2));
     };

@@ -4,7 +4,9 @@
 //! needs come from `kiln-abi` through `const` operands, so the two cannot
 //! drift apart.
 
-use kiln_abi::{port, sc, upcall};
+use kiln_abi::port;
+#[cfg(kiln_guest)]
+use kiln_abi::{sc, upcall};
 
 /// Pages the supervisor may occupy from 1 MiB on (mapped supervisor-only).
 ///
@@ -15,6 +17,10 @@ pub const SUP_PAGES: u64 = kiln_abi::SUP_PAGES;
 pub const BOOT_STACK_BYTES: usize = 128 * 1024;
 
 /// Bytes of the TSS I/O bitmap.
+#[cfg_attr(
+    not(kiln_guest),
+    allow(dead_code, reason = "used by the guest-only supervisor and tests")
+)]
 const IO_BITMAP_BYTES: usize = port::IO_BITMAP_PORTS as usize / 8;
 
 /// Bitmap byte index and value that open one port range of
@@ -26,6 +32,10 @@ const fn io_open(i: usize) -> (usize, u8) {
     let bits = ((1u16 << count) - 1) as u8;
     (byte, !(bits << (first % 8)))
 }
+#[cfg_attr(
+    not(kiln_guest),
+    allow(dead_code, reason = "used by the guest-only supervisor and tests")
+)]
 const IO_OPEN: [(usize, u8); 3] = [io_open(0), io_open(1), io_open(2)];
 const _: () = assert!(
     IO_OPEN[0].0 != IO_OPEN[1].0 && IO_OPEN[1].0 != IO_OPEN[2].0 && IO_OPEN[0].0 != IO_OPEN[2].0

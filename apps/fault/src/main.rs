@@ -1,0 +1,40 @@
+//! fault: raises a CPU exception on purpose, to show the crash report.
+//!
+//! The first argument picks it: `null` (default, page fault reading
+//! address 0), `ud` (invalid opcode), `gp` (privileged instruction), `de`
+//! (divide error), `nested` (a fault inside an exception handler).
+#![cfg_attr(kiln_guest, no_std)]
+#![no_main]
+
+use kiln_rt::hal::{provoke, upcall};
+
+kiln_rt::main!(main, heap = kiln_alloc_bump::BumpHeap);
+
+fn fault_again(_: &mut upcall::UpcallFrame) {
+    provoke::null_read();
+}
+
+fn main(args: &[&str]) -> i32 {
+    let kind = args.first().copied().unwrap_or("null");
+    kiln_rt::println!("provoking: {kind}");
+    match kind {
+        "null" => {
+            provoke::null_read();
+        }
+        "ud" => provoke::invalid_opcode(),
+        "gp" => provoke::privileged_instruction(),
+        "de" => provoke::divide_error(),
+        "nested" => {
+            if upcall::register(6, fault_again).is_err() {
+                return 2;
+            }
+            provoke::invalid_opcode();
+        }
+        other => {
+            kiln_rt::println!("unknown fault kind {other:?} (use null, ud, gp, de or nested)");
+            return 2;
+        }
+    }
+    kiln_rt::println!("the fault did not stop the guest");
+    1
+}

@@ -1,0 +1,50 @@
+//! Deliberate CPU exceptions, for tests of the fault paths.
+//!
+//! Each function raises one exception without touching memory the program
+//! owns: the page at address 0 is never mapped (the supervisor's page
+//! tables leave it out), `ud2` is defined to fault, `hlt` faults at CPL3.
+//! With no handler registered the runtime prints a crash report and the
+//! guest exits with [`kiln_abi::exit::FAULT`]; with a handler that moves
+//! `rip` past the instruction (length given in each doc), execution goes on.
+
+/// Reads address 0 (`mov rax, [0]`, 8 bytes): a page fault.
+pub fn null_read() -> u64 {
+    let value: u64;
+    // SAFETY: page 0 is never mapped, so the load faults instead of reading
+    // memory; if a handler resumes past it, rax holds whatever it set.
+    unsafe {
+        core::arch::asm!("mov rax, qword ptr [0]", out("rax") value, options(nostack, readonly))
+    };
+    value
+}
+
+/// Executes `ud2` (2 bytes): an invalid-opcode exception.
+pub fn invalid_opcode() {
+    // SAFETY: ud2 only raises #UD; it reads and writes nothing.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+}
+
+/// Executes `hlt` at CPL3 (1 byte): a general-protection fault.
+pub fn privileged_instruction() {
+    // SAFETY: hlt at CPL3 raises #GP before doing anything.
+    unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+}
+
+/// Executes `int3` with `rax` = 0 (1 byte): a breakpoint exception.
+///
+/// Execution resumes after it when a handler returns.
+pub fn breakpoint() {
+    // SAFETY: int3 with rax outside the supervisor-call range is a plain
+    // breakpoint trap; it reads and writes nothing.
+    unsafe { core::arch::asm!("int3", in("rax") 0u64, options(nomem, nostack)) };
+}
+
+/// Divides by zero (`div rcx`, 3 bytes): a divide error.
+pub fn divide_error() {
+    // SAFETY: div by a zero register raises #DE; registers it would write
+    // are declared clobbered.
+    unsafe {
+        core::arch::asm!("div rcx", in("rcx") 0u64, inout("rax") 1u64 => _, inout("rdx") 0u64 => _,
+            options(nomem, nostack));
+    }
+}

@@ -1,0 +1,467 @@
+//! In-guest tests of the supervisor: every CPL0 path, run on a booted guest.
+//!
+//! [`run_all`] runs each case and prints `selftest: NAME ... ok` or
+//! `... FAILED: why`; it returns the number of failures. `apps/selftest`
+//! boots it, and the integration tests check its output on every platform.
+//!
+//! Covered: the supervisor-call gate and each call (map and unmap with
+//! their error cases and W^X, resume with edited registers, x2APIC writes,
+//! halt woken by an interrupt), exception upcalls (#BP, #UD, #GP, #DE, #PF
+//! on read, write and execute), interrupt upcalls while CPL3 code runs and
+//! while halted, the APIC end-of-interrupt, and the `syscall` stub. Exit
+//! and the fatal paths (crash report, fault in a handler) are covered by
+//! the `fault` and `panic` apps.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_abi::sc::{self as abi_sc, errno};
+
+use crate::sc::{self, ScError};
+use crate::upcall::{self, UpcallFrame};
+
+/// One test case.
+pub struct Case {
+    /// Its name.
+    pub name: &'static str,
+    /// The test: `Err` explains a failure.
+    pub run: fn() -> Result<(), &'static str>,
+}
+
+/// All cases, in order.
+pub const CASES: &[Case] = &[
+    Case {
+        name: "syscall_returns_enosys",
+        run: syscall_returns_enosys,
+    },
+    Case {
+        name: "breakpoint_upcall_resumes",
+        run: breakpoint_upcall_resumes,
+    },
+    Case {
+        name: "resume_restores_edited_registers",
+        run: resume_restores_edited_registers,
+    },
+    Case {
+        name: "invalid_opcode_upcall",
+        run: invalid_opcode_upcall,
+    },
+    Case {
+        name: "general_protection_upcall",
+        run: general_protection_upcall,
+    },
+    Case {
+        name: "divide_error_upcall",
+        run: divide_error_upcall,
+    },
+    Case {
+        name: "null_read_page_fault_reports_cr2",
+        run: null_read_page_fault,
+    },
+    Case {
+        name: "map_rejects_bad_arguments",
+        run: map_rejects_bad_arguments,
+    },
+    Case {
+        name: "map_refuses_write_and_execute",
+        run: map_refuses_write_and_execute,
+    },
+    Case {
+        name: "map_refuses_supervisor_pages",
+        run: map_refuses_supervisor_pages,
+    },
+    Case {
+        name: "map_write_then_unmap",
+        run: map_write_then_unmap,
+    },
+    Case {
+        name: "read_only_mapping_faults_on_write",
+        run: read_only_mapping_faults_on_write,
+    },
+    Case {
+        name: "executable_mapping_runs_code",
+        run: executable_mapping_runs_code,
+    },
+    Case {
+        name: "non_executable_mapping_faults_on_fetch",
+        run: non_executable_mapping_faults_on_fetch,
+    },
+    Case {
+        name: "apic_write_range_is_checked",
+        run: apic_write_range_is_checked,
+    },
+    Case {
+        name: "timer_interrupt_while_running",
+        run: timer_interrupt_while_running,
+    },
+    Case {
+        name: "halt_wakes_on_timer_interrupt",
+        run: halt_wakes_on_timer_interrupt,
+    },
+];
+
+/// Two page-aligned physical pages the mapping cases may overwrite.
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Runs every case; returns the number of failures.
+///
+/// `scratch` is the address of two free, page-aligned, identity-mapped
+/// pages (e.g. from the frame allocator) that the mapping cases overwrite.
+pub fn run_all(print: fn(core::fmt::Arguments<'_>), scratch: u64) -> usize {
+    SCRATCH.store(scratch, Ordering::SeqCst);
+    let mut failures = 0;
+    for case in CASES {
+        match (case.run)() {
+            Ok(()) => print(format_args!("selftest: {} ... ok\n", case.name)),
+            Err(why) => {
+                failures += 1;
+                print(format_args!("selftest: {} ... FAILED: {why}\n", case.name));
+            }
+        }
+    }
+    print(format_args!(
+        "selftest: {} passed, {} failed\n",
+        CASES.len() - failures,
+        failures
+    ));
+    failures
+}
+
+fn check(ok: bool, why: &'static str) -> Result<(), &'static str> {
+    if ok { Ok(()) } else { Err(why) }
+}
+
+// Handlers cannot capture: they report through these.
+static HITS: AtomicU64 = AtomicU64::new(0);
+static LAST_CR2: AtomicU64 = AtomicU64::new(0);
+static LAST_ERROR: AtomicU64 = AtomicU64::new(0);
+static SKIP_BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn count_and_skip(frame: &mut UpcallFrame) {
+    HITS.fetch_add(1, Ordering::SeqCst);
+    LAST_CR2.store(frame.cr2, Ordering::SeqCst);
+    LAST_ERROR.store(frame.error_code, Ordering::SeqCst);
+    frame.rip += SKIP_BYTES.load(Ordering::SeqCst);
+}
+
+/// Registers `count_and_skip` for `vector`, runs `f`, unregisters; returns the hits.
+fn with_handler(vector: u8, skip: u64, f: impl FnOnce()) -> Result<u64, &'static str> {
+    HITS.store(0, Ordering::SeqCst);
+    SKIP_BYTES.store(skip, Ordering::SeqCst);
+    upcall::register(vector, count_and_skip).map_err(|_| "vector busy")?;
+    f();
+    upcall::unregister(vector);
+    Ok(HITS.load(Ordering::SeqCst))
+}
+
+fn syscall_returns_enosys() -> Result<(), &'static str> {
+    let ret: i64;
+    // SAFETY: `syscall` enters the LSTAR stub, which only sets rax and
+    // returns to rcx; rcx and r11 are declared clobbered.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") 39i64 => ret, lateout("rcx") _, lateout("r11") _,
+            options(nostack));
+    }
+    check(ret == -errno::ENOSYS, "syscall did not return -ENOSYS")
+}
+
+fn breakpoint_upcall_resumes() -> Result<(), &'static str> {
+    let hits = with_handler(3, 0, crate::provoke::breakpoint)?;
+    check(hits == 1, "breakpoint handler did not run exactly once")
+}
+
+fn set_rbx(frame: &mut UpcallFrame) {
+    frame.rbx = 0x1234_5678_9abc_def0;
+    frame.r15 = 0x0f0f;
+}
+
+fn resume_restores_edited_registers() -> Result<(), &'static str> {
+    upcall::register(3, set_rbx).map_err(|_| "vector busy")?;
+    let (rbx, r15): (u64, u64);
+    // SAFETY: int3 with rax = 0 is a breakpoint; the handler edits rbx
+    // (saved and restored around it, LLVM reserves it) and r15 (an output).
+    unsafe {
+        core::arch::asm!("push rbx", "xor ebx, ebx", "xor r15d, r15d", "int3", "mov {0}, rbx", "pop rbx",
+            out(reg) rbx, in("rax") 0u64, out("r15") r15);
+    }
+    upcall::unregister(3);
+    check(
+        rbx == 0x1234_5678_9abc_def0 && r15 == 0x0f0f,
+        "edited registers were not restored",
+    )
+}
+
+fn invalid_opcode_upcall() -> Result<(), &'static str> {
+    let hits = with_handler(6, 2, crate::provoke::invalid_opcode)?;
+    check(hits == 1, "#UD handler did not run")
+}
+
+fn general_protection_upcall() -> Result<(), &'static str> {
+    let hits = with_handler(13, 1, crate::provoke::privileged_instruction)?;
+    check(hits == 1, "#GP handler did not run")
+}
+
+fn divide_error_upcall() -> Result<(), &'static str> {
+    let hits = with_handler(0, 3, crate::provoke::divide_error)?;
+    check(hits == 1, "#DE handler did not run")
+}
+
+fn null_read_page_fault() -> Result<(), &'static str> {
+    let hits = with_handler(14, 8, || {
+        crate::provoke::null_read();
+    })?;
+    check(hits == 1, "#PF handler did not run")?;
+    check(LAST_CR2.load(Ordering::SeqCst) == 0, "cr2 is not 0")?;
+    check(
+        LAST_ERROR.load(Ordering::SeqCst) & 0b101 == 0b100,
+        "error code is not user/not-present",
+    )
+}
+
+const WINDOW: u64 = kiln_abi::MAP_WINDOW_BASE;
+
+/// The scratch pages given to [`run_all`].
+fn scratch_page() -> u64 {
+    SCRATCH.load(Ordering::SeqCst)
+}
+
+fn map_rejects_bad_arguments() -> Result<(), &'static str> {
+    let p = scratch_page();
+    let einval = Err(ScError(errno::EINVAL));
+    check(
+        sc::map(WINDOW + 1, p, 0) == einval,
+        "unaligned vaddr accepted",
+    )?;
+    check(
+        sc::map(WINDOW, p + 8, 0) == einval,
+        "unaligned paddr accepted",
+    )?;
+    check(
+        sc::map(WINDOW - 4096, p, 0) == einval,
+        "vaddr below the window accepted",
+    )?;
+    check(
+        sc::map(WINDOW + kiln_abi::MAP_WINDOW_BYTES, p, 0) == einval,
+        "vaddr above the window accepted",
+    )?;
+    check(sc::map(WINDOW, p, 4) == einval, "unknown flag accepted")?;
+    check(sc::map(WINDOW, 1 << 40, 0) == einval, "huge paddr accepted")?;
+    check(sc::unmap(WINDOW + 8) == einval, "unaligned unmap accepted")?;
+    check(
+        sc::unmap(WINDOW) == Err(ScError(errno::ENOENT)),
+        "unmap of nothing succeeded",
+    )
+}
+
+fn map_refuses_write_and_execute() -> Result<(), &'static str> {
+    let r = sc::map(WINDOW, scratch_page(), abi_sc::MAP_WRITE | abi_sc::MAP_EXEC);
+    check(
+        r == Err(ScError(errno::EPERM)),
+        "W+X mapping was not refused with EPERM",
+    )
+}
+
+fn map_refuses_supervisor_pages() -> Result<(), &'static str> {
+    for page in [0, kiln_abi::SUP_PAGES - 1] {
+        let paddr = kiln_abi::IMAGE_BASE + page * kiln_abi::PAGE_SIZE;
+        check(
+            sc::map(WINDOW, paddr, 0) == Err(ScError(errno::EPERM)),
+            "supervisor page mappable",
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads 8 bytes at `addr` with a 3-byte `mov rax, [rdi]`.
+///
+/// # Safety
+/// `addr` is readable and not memory Rust code holds a `&mut` to, or it
+/// faults and a registered #PF handler skips the 3-byte instruction.
+unsafe fn read_u64(addr: u64) -> u64 {
+    let v: u64;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        core::arch::asm!("mov rax, qword ptr [rdi]", in("rdi") addr, out("rax") v, options(nostack, readonly))
+    };
+    v
+}
+
+/// Writes 8 bytes at `addr` with a 3-byte `mov [rdi], rax`.
+///
+/// # Safety
+/// `addr` lies in the scratch pages (directly or through a window mapping
+/// of them), or it faults and a registered #PF handler skips the 3-byte
+/// instruction.
+unsafe fn write_u64(addr: u64, v: u64) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        core::arch::asm!("mov qword ptr [rdi], rax", in("rdi") addr, in("rax") v, options(nostack))
+    };
+}
+
+fn map_write_then_unmap() -> Result<(), &'static str> {
+    let p = scratch_page() + 4096;
+    sc::map(WINDOW + 4096, p, abi_sc::MAP_WRITE).map_err(|_| "map failed")?;
+    check(
+        sc::map(WINDOW + 4096, p, 0) == Err(ScError(errno::EEXIST)),
+        "double map accepted",
+    )?;
+    // SAFETY: the window page maps the second scratch page, writable.
+    unsafe { write_u64(WINDOW + 4096 + 16, 0xfeed_f00d) };
+    // SAFETY: p is the second scratch page, identity-mapped.
+    let seen = unsafe { read_u64(p + 16) };
+    check(
+        seen == 0xfeed_f00d,
+        "write through the window did not reach the page",
+    )?;
+    sc::unmap(WINDOW + 4096).map_err(|_| "unmap failed")?;
+    let hits = with_handler(14, 3, || {
+        // SAFETY: unmapped: faults, and the handler skips the read.
+        unsafe { read_u64(WINDOW + 4096) };
+    })?;
+    check(hits == 1, "access after unmap did not fault (stale TLB?)")
+}
+
+fn read_only_mapping_faults_on_write() -> Result<(), &'static str> {
+    sc::map(WINDOW + 8192, scratch_page(), 0).map_err(|_| "map failed")?;
+    // SAFETY: mapped readable (the first scratch page).
+    let _ = unsafe { read_u64(WINDOW + 8192) };
+    // SAFETY: mapped read-only: faults, and the handler skips the write.
+    let hits = with_handler(14, 3, || unsafe { write_u64(WINDOW + 8192, 1) })?;
+    sc::unmap(WINDOW + 8192).map_err(|_| "unmap failed")?;
+    check(hits == 1, "write to a read-only mapping did not fault")?;
+    check(
+        LAST_ERROR.load(Ordering::SeqCst) & 0b111 == 0b111,
+        "error code is not user/write/present",
+    )
+}
+
+/// Calls `addr` and returns its `rax`.
+///
+/// # Safety
+/// `addr` holds code that returns with the C ABI and touches no memory,
+/// or the call faults and a registered #PF handler returns to the caller.
+unsafe fn call_address(addr: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        core::arch::asm!("xor eax, eax", "call rdi", in("rdi") addr, out("rax") ret, clobber_abi("C"));
+    }
+    ret
+}
+
+fn executable_mapping_runs_code() -> Result<(), &'static str> {
+    let p = scratch_page();
+    // mov eax, 42; ret — written through the identity map, run through an
+    // execute-only window mapping.
+    // SAFETY: p is the first scratch page.
+    unsafe { write_u64(p + 64, RETURN_42) };
+    sc::map(WINDOW + 12288, p, abi_sc::MAP_EXEC).map_err(|_| "map failed")?;
+    // SAFETY: the mapped page holds RETURN_42 at offset 64.
+    let r = unsafe { call_address(WINDOW + 12288 + 64) };
+    sc::unmap(WINDOW + 12288).map_err(|_| "unmap failed")?;
+    check(r == 42, "code in the executable mapping did not run")
+}
+
+/// `mov eax, 42; ret`, little-endian.
+const RETURN_42: u64 = 0x0000_c300_0000_2ab8;
+
+fn return_to_caller(frame: &mut UpcallFrame) {
+    HITS.fetch_add(1, Ordering::SeqCst);
+    LAST_ERROR.store(frame.error_code, Ordering::SeqCst);
+    // Emulate `ret`: the faulting fetch happened right after `call`, so
+    // the return address is on top of the interrupted stack.
+    // SAFETY: frame.rsp is the interrupted (readable) stack pointer.
+    frame.rip = unsafe { read_u64(frame.rsp) };
+    frame.rsp += 8;
+}
+
+fn non_executable_mapping_faults_on_fetch() -> Result<(), &'static str> {
+    let p = scratch_page();
+    // SAFETY: p is the first scratch page.
+    unsafe { write_u64(p + 64, RETURN_42) };
+    sc::map(WINDOW + 16384, p, abi_sc::MAP_WRITE).map_err(|_| "map failed")?;
+    HITS.store(0, Ordering::SeqCst);
+    upcall::register(14, return_to_caller).map_err(|_| "vector busy")?;
+    // SAFETY: the fetch faults (no execute) and the handler returns here.
+    let r = unsafe { call_address(WINDOW + 16384 + 64) };
+    upcall::unregister(14);
+    sc::unmap(WINDOW + 16384).map_err(|_| "unmap failed")?;
+    check(
+        HITS.load(Ordering::SeqCst) == 1 && r != 42,
+        "code in a writable mapping ran",
+    )?;
+    check(
+        LAST_ERROR.load(Ordering::SeqCst) & 0x10 != 0,
+        "fault was not an instruction fetch",
+    )
+}
+
+fn apic_write_range_is_checked() -> Result<(), &'static str> {
+    check(
+        sc::apic_write(0x1b, 0) == Err(ScError(errno::EINVAL)),
+        "MSR outside x2APIC range accepted",
+    )?;
+    check(
+        sc::apic_write(0x900, 0) == Err(ScError(errno::EINVAL)),
+        "MSR past x2APIC range accepted",
+    )
+}
+
+const SVR: u32 = 0x80f;
+const LVT_TIMER: u32 = 0x832;
+const TIMER_INITIAL: u32 = 0x838;
+const TIMER_DIVIDE: u32 = 0x83e;
+
+/// Spurious-interrupt vector: inside the supervisor's IDT.
+const SPURIOUS_VECTOR: u64 = kiln_abi::upcall::VECTORS as u64 - 1;
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+fn on_tick(_: &mut UpcallFrame) {
+    TICKS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Arms a one-shot APIC timer on the timer vector.
+fn arm_timer(count: u64) -> Result<(), &'static str> {
+    let v = u64::from(kiln_abi::upcall::TIMER_VECTOR);
+    sc::apic_write(SVR, 0x100 | SPURIOUS_VECTOR)
+        .map_err(|_| "no x2APIC (enable it in the VM's CPUID)")?;
+    sc::apic_write(TIMER_DIVIDE, 0xb).map_err(|_| "divide write failed")?;
+    sc::apic_write(LVT_TIMER, v).map_err(|_| "LVT write failed")?;
+    sc::apic_write(TIMER_INITIAL, count).map_err(|_| "count write failed")
+}
+
+fn timer_interrupt_while_running() -> Result<(), &'static str> {
+    TICKS.store(0, Ordering::SeqCst);
+    upcall::register(kiln_abi::upcall::TIMER_VECTOR, on_tick).map_err(|_| "vector busy")?;
+    arm_timer(50_000)?;
+    let mut spins: u64 = 0;
+    while TICKS.load(Ordering::SeqCst) == 0 && spins < 2_000_000_000 {
+        spins += 1;
+        core::hint::spin_loop();
+    }
+    upcall::unregister(kiln_abi::upcall::TIMER_VECTOR);
+    check(
+        TICKS.load(Ordering::SeqCst) == 1,
+        "timer interrupt did not arrive while spinning",
+    )
+}
+
+fn halt_wakes_on_timer_interrupt() -> Result<(), &'static str> {
+    TICKS.store(0, Ordering::SeqCst);
+    upcall::register(kiln_abi::upcall::TIMER_VECTOR, on_tick).map_err(|_| "vector busy")?;
+    // 2 ms: far longer than the two supervisor calls before the halt, so
+    // the tick cannot come before it (the case says so if it does).
+    arm_timer(2_000_000)?;
+    if TICKS.load(Ordering::SeqCst) != 0 {
+        upcall::unregister(kiln_abi::upcall::TIMER_VECTOR);
+        return Err("the timer fired before halt was entered");
+    }
+    sc::halt();
+    let ticks = TICKS.load(Ordering::SeqCst);
+    upcall::unregister(kiln_abi::upcall::TIMER_VECTOR);
+    check(
+        ticks == 1,
+        "halt returned without the interrupt being delivered",
+    )
+}
