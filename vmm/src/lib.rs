@@ -22,6 +22,7 @@
 //! uses the first GiB); x86_64 hosts only.
 
 mod devices;
+mod elfcheck;
 mod error;
 mod layout;
 mod vcpu;
@@ -31,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+pub use elfcheck::check as check_image;
 pub use error::VmmError;
 pub use layout::{MAX_MEMORY_BYTES, MIN_MEMORY_BYTES};
 

@@ -51,14 +51,19 @@ impl Vm {
         if cmdline.contains('\0') {
             return Err(VmmError::CmdlineNul);
         }
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
-        let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
-
+        // Image problems are reported before KVM is touched, so they read
+        // the same on hosts without /dev/kvm.
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), memory_bytes as usize)])
             .map_err(|e| VmmError::GuestMemory {
             bytes: memory_bytes,
             detail: e.to_string(),
         })?;
+        crate::elfcheck::check(image, memory_bytes)?;
+        let entry = load_image(&mem, image, memory_bytes)?;
+        write_boot_info(&mem, memory_bytes, cmdline)?;
+
+        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
         for (slot, region) in mem.iter().enumerate() {
             let host =
                 mem.get_host_address(region.start_addr())
@@ -82,9 +87,6 @@ impl Vm {
         }
         vm.create_irq_chip()
             .map_err(kvm_err("create the interrupt controller"))?;
-
-        let entry = load_image(&mem, image, memory_bytes)?;
-        write_boot_info(&mem, memory_bytes, cmdline)?;
 
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU 0"))?;
         let cpuid = kvm
@@ -279,14 +281,19 @@ fn load_image(
     memory_bytes: u64,
 ) -> Result<GuestAddress, VmmError> {
     let mut cursor = Cursor::new(image);
-    let result = Elf::load(mem, None, &mut cursor, Some(GuestAddress(kiln_abi::IMAGE_BASE)))
-        .map_err(|e| match e {
-            linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
-                // The loader reports writes beyond guest memory this way too.
-                VmmError::BadImage("a segment could not be read from the file or does not fit in guest memory (raise -m?)".into())
-            }
-            other => VmmError::BadImage(other.to_string()),
-        })?;
+    let result = Elf::load(
+        mem,
+        None,
+        &mut cursor,
+        Some(GuestAddress(kiln_abi::IMAGE_BASE)),
+    )
+    .map_err(|e| match e {
+        linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage) => {
+            // The loader reports writes beyond guest memory this way too.
+            VmmError::BadImage("a segment could not be read from the file".into())
+        }
+        other => VmmError::BadImage(other.to_string()),
+    })?;
     if result.kernel_end > memory_bytes {
         return Err(VmmError::ImageTooLarge {
             needed_bytes: result.kernel_end,

@@ -157,9 +157,27 @@ fn app_info(dir: &Path) -> Result<AppInfo, BuildError> {
             .as_str()
             .ok_or_else(|| meta_err("no target_directory".into()))?,
     );
+    // The local packages the app depends on (transitively), from the
+    // resolved graph: only their sources can make the image stale.
+    let nodes = meta["resolve"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut reachable = std::collections::BTreeSet::new();
+    let mut todo = vec![pkg["id"].as_str().unwrap_or_default().to_string()];
+    while let Some(id) = todo.pop() {
+        if !reachable.insert(id.clone()) {
+            continue;
+        }
+        if let Some(node) = nodes.iter().find(|n| n["id"].as_str() == Some(id.as_str())) {
+            let deps = node["dependencies"].as_array().cloned().unwrap_or_default();
+            todo.extend(deps.iter().filter_map(|d| d.as_str().map(str::to_string)));
+        }
+    }
     let local_package_dirs = packages
         .iter()
         .filter(|p| p["source"].is_null())
+        .filter(|p| p["id"].as_str().is_some_and(|id| reachable.contains(id)))
         .filter_map(|p| p["manifest_path"].as_str())
         .filter_map(|m| Path::new(m).parent().map(Path::to_path_buf))
         .collect();

@@ -130,6 +130,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             image.display()
         );
     }
+    // Same checks on every platform, before anything is started.
+    kiln_vmm::check_image(&bytes, memory_bytes)?;
     if verbose {
         eprintln!(
             "kiln: booting {} on {platform} with {} MiB, cmdline {cmdline:?}",

@@ -1,0 +1,173 @@
+//! Boot tests: build the apps, boot them on every platform available here,
+//! and check what the guest printed and its exit status.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn hello_prints_greeting_and_arguments() {
+    for p in platforms("hello_prints_greeting_and_arguments") {
+        let out = run_app("hello", p, &["--", "a", "b"]);
+        assert_eq!(
+            stdout(&out),
+            "Hello from Kiln!\na\nb\n",
+            "on {p}: {}",
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 0, "on {p}");
+    }
+}
+
+#[test]
+fn hello_keeps_awkward_arguments_intact() {
+    for p in platforms("hello_keeps_awkward_arguments_intact") {
+        let out = run_app("hello", p, &["--", "two words", "", "q\"uote", "--", "x=y"]);
+        assert_eq!(
+            stdout(&out),
+            "Hello from Kiln!\ntwo words\n\nq\"uote\n--\nx=y\n",
+            "on {p}: {}",
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 0);
+    }
+}
+
+#[test]
+fn hello_boots_with_two_mib() {
+    if !kvm_or_skip("hello_boots_with_two_mib") {
+        return;
+    }
+    let out = run_app("hello", "kvm", &["-m", "2M", "--", "small"]);
+    assert_eq!(
+        stdout(&out),
+        "Hello from Kiln!\nsmall\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(status(&out), 0);
+}
+
+#[test]
+fn hello_image_is_at_most_64_kib_stripped() {
+    build("hello");
+    let image = root().join("target/guest/x86_64-unknown-linux-gnu/guest/hello");
+    let bytes = std::fs::read(&image).unwrap();
+    assert!(bytes.len() <= 64 * 1024, "hello is {} bytes", bytes.len());
+    // Stripped: no symbol table section name in the file.
+    assert!(
+        !bytes.windows(8).any(|w| w == b".symtab\0"),
+        "image is not stripped"
+    );
+}
+
+#[test]
+fn guest_log_level_comes_from_the_command_line() {
+    if !kvm_or_skip("guest_log_level_comes_from_the_command_line") {
+        return;
+    }
+    let out = run_app("hello", "kvm", &["--log", "debug"]);
+    let text = stdout(&out);
+    assert!(text.contains("[DEBUG kiln_rt] memory:"), "{text}");
+    assert_eq!(status(&out), 0);
+    let out = run_app("hello", "kvm", &["--log", "warn"]);
+    assert!(!stdout(&out).contains("DEBUG"));
+}
+
+#[test]
+fn panic_prints_message_and_location_and_exits_101() {
+    for p in platforms("panic_prints_message_and_location_and_exits_101") {
+        let out = run_app("panic", p, &[]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("kiln: panicked at apps/panic/src/main.rs:"),
+            "on {p}: {text}"
+        );
+        assert!(
+            text.contains("deliberate panic from the panic test app"),
+            "on {p}: {text}"
+        );
+        assert_eq!(status(&out), 101, "on {p}");
+        assert!(stderr(&out).contains("the guest panicked"), "on {p}");
+    }
+}
+
+#[test]
+fn null_dereference_prints_a_crash_report_and_exits_102() {
+    for p in platforms("null_dereference_prints_a_crash_report_and_exits_102") {
+        let out = run_app("fault", p, &[]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("kiln: CPU exception #PF (page fault), vector 14"),
+            "on {p}: {text}"
+        );
+        assert!(
+            text.contains("read of an unmapped page at address 0x0"),
+            "on {p}: {text}"
+        );
+        assert!(
+            text.contains("rip=0x") && text.contains("[rsp+0x00]"),
+            "on {p}: {text}"
+        );
+        assert_eq!(status(&out), 102, "on {p}");
+    }
+}
+
+#[test]
+fn each_exception_kind_is_named() {
+    if !kvm_or_skip("each_exception_kind_is_named") {
+        return;
+    }
+    for (kind, name) in [
+        ("ud", "#UD (invalid opcode)"),
+        ("gp", "#GP (general protection fault)"),
+        ("de", "#DE (divide error)"),
+    ] {
+        let out = run_app("fault", "kvm", &["--", kind]);
+        assert!(stdout(&out).contains(name), "{kind}: {}", stdout(&out));
+        assert_eq!(status(&out), 102, "{kind}");
+    }
+}
+
+#[test]
+fn fault_inside_the_handler_exits_103() {
+    for p in platforms("fault_inside_the_handler_exits_103") {
+        let out = run_app("fault", p, &["--", "nested"]);
+        assert!(
+            stdout(&out).contains("CPU exception inside the exception handler"),
+            "on {p}: {}",
+            stdout(&out)
+        );
+        assert_eq!(status(&out), 103, "on {p}");
+    }
+}
+
+#[test]
+fn a_guest_that_never_exits_is_stopped_by_the_timeout() {
+    for p in platforms("a_guest_that_never_exits_is_stopped_by_the_timeout") {
+        for mode in ["halt", "busy"] {
+            let out = run_app("hang", p, &["--timeout", "1", "--", mode]);
+            assert!(stdout(&out).contains("spinning forever"), "on {p}/{mode}");
+            assert_eq!(status(&out), 124, "on {p}/{mode}");
+            let err = stderr(&out);
+            assert!(
+                err.contains("did not exit within 1.0 s"),
+                "on {p}/{mode}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn supervisor_selftest_passes() {
+    for p in platforms("supervisor_selftest_passes") {
+        let out = run_app("selftest", p, &[]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("selftest: 17 passed, 0 failed"),
+            "on {p}: {text}"
+        );
+        assert!(!text.contains("FAILED"), "on {p}: {text}");
+        assert_eq!(status(&out), 0, "on {p}");
+    }
+}

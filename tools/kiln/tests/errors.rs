@@ -1,0 +1,100 @@
+//! Bad input gets a clear error, never a panic: broken manifests, missing
+//! or non-ELF images, bad sizes and flags.
+
+mod common;
+
+use common::*;
+
+fn assert_clean_error(out: &std::process::Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(status(out), 1, "stderr: {err}");
+    assert!(err.contains("kiln: error:"), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn broken_manifest_names_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Kiln.toml"), "[image]\nmemroy = \"16M\"\n").unwrap();
+    let out = kiln(&["run", dir.path().to_str().unwrap()]);
+    assert_clean_error(&out, "memroy");
+    assert!(stderr(&out).contains("Kiln.toml"));
+
+    std::fs::write(dir.path().join("Kiln.toml"), "[image]\nmemory = \"lots\"\n").unwrap();
+    let out = kiln(&["run", dir.path().to_str().unwrap()]);
+    assert_clean_error(&out, "`lots` is not a memory size");
+
+    std::fs::write(dir.path().join("Kiln.toml"), "[image\n").unwrap();
+    let out = kiln(&["build", dir.path().to_str().unwrap()]);
+    assert_clean_error(&out, "is invalid");
+}
+
+#[test]
+fn directory_without_manifest_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kiln(&["run", dir.path().to_str().unwrap()]);
+    assert_clean_error(&out, "has no Kiln.toml");
+}
+
+#[test]
+fn missing_image_is_explained() {
+    let out = kiln(&["run", "/no/such/image.elf"]);
+    assert_clean_error(&out, "does not exist");
+}
+
+#[test]
+fn non_elf_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("notes.txt");
+    std::fs::write(&image, "just some text, not a kernel").unwrap();
+    let out = kiln(&["run", image.to_str().unwrap()]);
+    assert_clean_error(&out, "is not an ELF image");
+}
+
+#[test]
+fn truncated_elf_is_refused() {
+    build("hello");
+    let full =
+        std::fs::read(root().join("target/guest/x86_64-unknown-linux-gnu/guest/hello")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("truncated.elf");
+    std::fs::write(&image, &full[..200]).unwrap();
+    let out = kiln(&["run", image.to_str().unwrap()]);
+    assert_clean_error(&out, "not a bootable ELF");
+}
+
+#[test]
+fn elf_without_pvh_note_is_refused() {
+    let out = kiln(&["run", "/bin/true"]);
+    let err = stderr(&out);
+    assert_eq!(status(&out), 1, "{err}");
+    assert!(
+        err.contains("not a bootable ELF") || err.contains("no PVH entry note"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn unsupported_memory_size_is_explained() {
+    if !kvm_or_skip("unsupported_memory_size_is_explained") {
+        return;
+    }
+    build("hello");
+    let out = kiln(&["run", "-q", app("hello").to_str().unwrap(), "-m", "1M"]);
+    assert_clean_error(&out, "use -m between");
+    let out = kiln(&["run", "-q", app("hello").to_str().unwrap(), "-m", "5G"]);
+    assert_clean_error(&out, "use -m between");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let out = kiln(&["run", "--timeout", "soon"]);
+    assert_eq!(status(&out), 2);
+    let out = kiln(&["run", "--platform", "xen"]);
+    assert_eq!(status(&out), 2);
+    assert!(stderr(&out).contains("unknown platform `xen`"));
+    let out = kiln(&["run", "-m", "12Q"]);
+    assert_eq!(status(&out), 2);
+}
