@@ -16,8 +16,10 @@ pub const MEMMAP_ADDR: u64 = START_INFO_ADDR + 64;
 pub const CMDLINE_ADDR: u64 = 0x7000;
 /// End of the low RAM range.
 pub const LOW_RAM_END: u64 = 0x9_fc00;
-/// The smallest guest memory: the image base plus 1 MiB.
-pub const MIN_MEMORY_BYTES: u64 = 2 << 20;
+/// The smallest guest memory the VMM accepts: the image base plus 128 KiB.
+/// Whether an image fits is the guest's to say (it reports "give the guest
+/// more memory with -m" and exits with `OUT_OF_MEMORY`).
+pub const MIN_MEMORY_BYTES: u64 = kiln_abi::IMAGE_BASE + (128 << 10);
 /// The largest guest memory (below the 32-bit MMIO hole).
 pub const MAX_MEMORY_BYTES: u64 = 3 << 30;
 
