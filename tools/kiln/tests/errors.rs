@@ -83,7 +83,7 @@ fn unsupported_memory_size_is_explained() {
     }
     build("hello");
     let out = kiln(&["run", "-q", app("hello").to_str().unwrap(), "-m", "1M"]);
-    assert_clean_error(&out, "use -m between");
+    assert_clean_error(&out, "raise -m");
     let out = kiln(&["run", "-q", app("hello").to_str().unwrap(), "-m", "5G"]);
     assert_clean_error(&out, "use -m between");
 }
@@ -97,4 +97,16 @@ fn bad_flags_are_usage_errors() {
     assert!(stderr(&out).contains("unknown platform `xen`"));
     let out = kiln(&["run", "-m", "12Q"]);
     assert_eq!(status(&out), 2);
+}
+
+#[test]
+fn too_little_memory_for_the_runtime_is_reported_by_the_guest() {
+    if !kvm_or_skip("too_little_memory_for_the_runtime_is_reported_by_the_guest") {
+        return;
+    }
+    build("hello");
+    let out = kiln(&["run", "-q", app("hello").to_str().unwrap(), "-m", "1280K"]);
+    assert_eq!(status(&out), 104, "{}", stderr(&out));
+    assert!(stdout(&out).contains("give the guest more memory with -m"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("ran out of memory"));
 }
