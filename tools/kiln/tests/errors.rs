@@ -107,6 +107,10 @@ fn too_little_memory_for_the_runtime_is_reported_by_the_guest() {
     build("hello");
     let out = kiln(&["run", "-q", app("hello").to_str().unwrap(), "-m", "1280K"]);
     assert_eq!(status(&out), 104, "{}", stderr(&out));
-    assert!(stdout(&out).contains("give the guest more memory with -m"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("give the guest more memory with -m"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stderr(&out).contains("ran out of memory"));
 }
