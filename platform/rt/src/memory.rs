@@ -72,7 +72,7 @@ pub fn largest_free_range(
         .filter_map(|r| {
             let start = r.start.max(image_end).next_multiple_of(FRAME_SIZE);
             let end = (r.start.saturating_add(r.len)).min(limit) / FRAME_SIZE * FRAME_SIZE;
-            (end > start).then_some((start, end - start))
+            (end > start).then(|| (start, end - start))
         })
         .max_by_key(|&(_, len)| len)
 }
