@@ -24,8 +24,11 @@ pub const UNMAP: u64 = BASE + 3;
 pub const RESUME: u64 = BASE + 4;
 /// `apic_write(msr, value)`: write an x2APIC register (MSR 0x800–0x8ff).
 pub const APIC_WRITE: u64 = BASE + 5;
+/// `fault_test()`: executes `ud2` in the supervisor, to test the report
+/// of a fault at CPL0 (ends the guest with `exit::SUPERVISOR_FAULT`).
+pub const FAULT_TEST: u64 = BASE + 6;
 /// One past the last supervisor-call number.
-pub const END: u64 = BASE + 6;
+pub const END: u64 = BASE + 7;
 
 /// [`MAP`] flag: the page is writable.
 pub const MAP_WRITE: u64 = 1;

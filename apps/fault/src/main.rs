@@ -2,7 +2,9 @@
 //!
 //! The first argument picks it: `null` (default, page fault reading
 //! address 0), `ud` (invalid opcode), `gp` (privileged instruction), `de`
-//! (divide error), `nested` (a fault inside an exception handler).
+//! (divide error), `nested` (a fault inside an exception handler),
+//! `supervisor` (a fault at CPL0), `resume` (a handler resuming into a
+//! non-canonical address).
 #![cfg_attr(kiln_guest, no_std)]
 #![no_main]
 
@@ -30,8 +32,12 @@ fn main(args: &[&str]) -> i32 {
             }
             provoke::invalid_opcode();
         }
+        "supervisor" => provoke::supervisor_fault(),
+        "resume" => provoke::bad_resume(),
         other => {
-            kiln_rt::println!("unknown fault kind {other:?} (use null, ud, gp, de or nested)");
+            kiln_rt::println!(
+                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor or resume)"
+            );
             return 2;
         }
     }

@@ -48,3 +48,23 @@ pub fn divide_error() {
             options(nomem, nostack));
     }
 }
+
+/// Makes the supervisor execute `ud2` at CPL0: the "fault in the
+/// supervisor" report, ending the guest with
+/// [`kiln_abi::exit::SUPERVISOR_FAULT`].
+pub fn supervisor_fault() -> ! {
+    crate::sc::raw(kiln_abi::sc::FAULT_TEST, 0, 0, 0);
+    crate::sc::exit(kiln_abi::exit::SUPERVISOR_FAULT)
+}
+
+/// Returns from an exception handler into a non-canonical `rip`: the
+/// supervisor refuses the resume and the guest ends with
+/// [`kiln_abi::exit::DOUBLE_FAULT`].
+pub fn bad_resume() {
+    fn corrupt(frame: &mut crate::upcall::UpcallFrame) {
+        frame.rip = 0x8000_0000_0000_0000;
+    }
+    if crate::upcall::register(3, corrupt).is_ok() {
+        breakpoint();
+    }
+}

@@ -143,6 +143,74 @@ fn fault_inside_the_handler_exits_103() {
 }
 
 #[test]
+fn fault_in_the_supervisor_is_reported_and_exits_106() {
+    for p in platforms("fault_in_the_supervisor_is_reported_and_exits_106") {
+        let out = run_app("fault", p, &["--", "supervisor"]);
+        assert!(
+            stdout(&out).contains("CPU exception in the supervisor"),
+            "on {p}: {}",
+            stdout(&out)
+        );
+        assert_eq!(status(&out), 106, "on {p}");
+    }
+}
+
+#[test]
+fn resume_into_a_non_canonical_address_is_refused() {
+    for p in platforms("resume_into_a_non_canonical_address_is_refused") {
+        let out = run_app("fault", p, &["--", "resume"]);
+        assert!(
+            stdout(&out).contains("cannot resume: the upcall frame holds a non-canonical rip"),
+            "on {p}: {}",
+            stdout(&out)
+        );
+        assert_eq!(status(&out), 103, "on {p}");
+    }
+}
+
+#[test]
+fn exit_without_an_exit_device_halts_the_cpu() {
+    // On a machine with no exit port the supervisor's exit must stop the
+    // CPU (cli; hlt), not return into the program or reset the machine.
+    if !qemu_or_skip("exit_without_an_exit_device_halts_the_cpu") {
+        return;
+    }
+    build("hello");
+    let image = root().join("target/guest/x86_64-unknown-linux-gnu/guest/hello");
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm,pic=off,pit=off,rtc=off", "-accel", "kvm"])
+        .args([
+            "-cpu",
+            "host,-arch-capabilities",
+            "-m",
+            "16M",
+            "-nodefaults",
+        ])
+        .args([
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(&image)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Hello from Kiln!"));
+    assert!(
+        still_running,
+        "QEMU ended: the guest reset or ran on after exit"
+    );
+}
+
+#[test]
 fn a_guest_that_never_exits_is_stopped_by_the_timeout() {
     for p in platforms("a_guest_that_never_exits_is_stopped_by_the_timeout") {
         for mode in ["halt", "busy"] {

@@ -275,16 +275,20 @@ sc_enodev:
     movq $-19, %rax                 /* ENODEV: no x2APIC */
     jmp sc_return
 
+/* fault_test(): a fault at CPL0, to exercise supervisor_fault */
+sc_fault_test:
+    ud2
+
 /* resume(): reload the upcall frame and return to it */
 sc_resume:
-    movq $kstack_top, %rsp
     movq $kiln_upcall_frame, %rax
     movq {OFF_RIP}(%rax), %rcx      /* a non-canonical rip would fault in iretq */
     movq %rcx, %r11
     shlq $16, %r11
     sarq $16, %r11
     cmpq %rcx, %r11
-    jne sc_einval
+    jne sc_einval                   /* (returns to the caller's iret frame) */
+    movq $kstack_top, %rsp          /* the caller's frame is abandoned */
     pushq $UDATA
     pushq {OFF_RSP}(%rax)
     movq {OFF_RFLAGS}(%rax), %rcx
@@ -441,6 +445,7 @@ msg_supervisor_end:
 .balign 8
 sc_table:
     .quad sc_exit, sc_halt, sc_map, sc_unmap, sc_resume, sc_apic_write
+    .quad sc_fault_test
 
 .balign 8
 gdt:
