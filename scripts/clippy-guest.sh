@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Lints the guest-only code (compiled under --cfg kiln_guest), which a plain
-# `cargo clippy --workspace` does not see. Uses its own target directory.
+# Lints the guest-only code, which a plain `cargo clippy --workspace` does
+# not see: once as a PVH image (--cfg kiln_guest) and once as a linuxu
+# executable (--cfg kiln_guest --cfg kiln_linuxu). Own target directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 guest_packages=(-p kiln-hal -p kiln-rt -p hello -p panic -p fault -p hang -p selftest)
-CARGO_ENCODED_RUSTFLAGS=$(printf '%s\x1f' --cfg kiln_guest -C panic=abort | sed 's/\x1f$//') \
-    cargo clippy --target x86_64-unknown-linux-gnu --target-dir target/guest-clippy \
-    "${guest_packages[@]}" -- -D warnings
+for variant in pvh linuxu; do
+    flags=(--cfg kiln_guest -C panic=abort)
+    [ "$variant" = linuxu ] && flags+=(--cfg kiln_linuxu)
+    CARGO_ENCODED_RUSTFLAGS=$(printf '%s\x1f' "${flags[@]}" | sed 's/\x1f$//') \
+        cargo clippy --target x86_64-unknown-linux-gnu --target-dir "target/guest-clippy-$variant" \
+        "${guest_packages[@]}" -- -D warnings
+done

@@ -25,6 +25,24 @@ pub struct Cmdline {
 }
 
 impl Cmdline {
+    /// Builds a command line from already-split tokens (e.g. a process's
+    /// argv): options up to the first `--`, arguments after it.
+    pub fn from_tokens<'a, I: IntoIterator<Item = &'a str>>(tokens: I) -> Self {
+        let mut cmdline = Self::default();
+        let mut in_args = false;
+        for token in tokens {
+            if in_args {
+                cmdline.args.push(String::from(token));
+            } else if token == "--" {
+                in_args = true;
+            } else {
+                let (k, v) = token.split_once('=').unwrap_or((token, ""));
+                cmdline.options.push((String::from(k), String::from(v)));
+            }
+        }
+        cmdline
+    }
+
     /// Value of the last option named `key`, if any.
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options
@@ -203,6 +221,14 @@ mod tests {
     fn unterminated_quote_is_an_error() {
         assert_eq!(parse("-- \"abc"), Err(CmdlineError::UnterminatedQuote));
         assert_eq!(parse("-- \"abc\\"), Err(CmdlineError::UnterminatedQuote));
+    }
+
+    #[test]
+    fn tokens_split_like_a_parsed_line() {
+        let c = Cmdline::from_tokens(["log=debug", "mem=1024", "--", "a b", "--", ""]);
+        assert_eq!(c.option("mem"), Some("1024"));
+        assert_eq!(c.args, s(&["a b", "--", ""]));
+        assert_eq!(Cmdline::from_tokens(["x"]).args, Vec::<String>::new());
     }
 
     #[test]

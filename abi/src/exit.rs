@@ -26,6 +26,9 @@ pub const BAD_BOOT_INFO: u8 = 105;
 /// The supervisor itself faulted (a Kiln bug).
 pub const SUPERVISOR_FAULT: u8 = 106;
 
+/// linuxu: the guest made a system call its seccomp sandbox forbids.
+pub const SANDBOX_VIOLATION: u8 = 107;
+
 /// Host: the guest did not exit before `--timeout`.
 pub const HOST_TIMEOUT: u8 = 124;
 
@@ -45,6 +48,7 @@ pub fn describe(status: u8) -> Option<&'static str> {
         OUT_OF_MEMORY => "the guest ran out of memory",
         BAD_BOOT_INFO => "the guest could not read its boot information",
         SUPERVISOR_FAULT => "the guest supervisor faulted",
+        SANDBOX_VIOLATION => "the guest was stopped by its sandbox (a forbidden system call)",
         HOST_TIMEOUT => "the guest did not exit before the timeout",
         HOST_TRIPLE_FAULT => "the guest reset its CPU (triple fault)",
         HOST_VM_ERROR => "the hypervisor could not run the guest",
@@ -87,6 +91,7 @@ mod tests {
             OUT_OF_MEMORY,
             BAD_BOOT_INFO,
             SUPERVISOR_FAULT,
+            SANDBOX_VIOLATION,
             HOST_TIMEOUT,
             HOST_TRIPLE_FAULT,
             HOST_VM_ERROR,

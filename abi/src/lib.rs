@@ -53,3 +53,6 @@ pub const MAP_WINDOW_BYTES: u64 = 2 << 20;
 /// Pages the supervisor occupies from [`IMAGE_BASE`] on, mapped
 /// supervisor-only; the link recipe checks the supervisor fits.
 pub const SUP_PAGES: u64 = 16;
+
+/// ELF note type (name "Kiln") that marks a linuxu executable.
+pub const LINUXU_NOTE_TYPE: u32 = 1;

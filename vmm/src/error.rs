@@ -11,17 +11,16 @@ use std::io;
 pub enum VmmError {
     /// /dev/kvm is not usable.
     #[error(
-        "/dev/kvm is not accessible ({0}): enable KVM on this host and add yourself to group `kvm`, or run with --platform qemu"
+        "{device} is not accessible ({cause}): enable KVM on this host and add yourself to group `kvm`, or run with --platform linuxu (or qemu)", device = crate::kvm_device().display(), cause = .0
     )]
-    KvmUnavailable(#[source] kvm_ioctls::Error),
+    KvmUnavailable(kvm_ioctls::Error),
     /// A KVM call failed.
-    #[error("KVM refused to {what}: {source}")]
+    #[error("KVM refused to {what}: {cause}")]
     Kvm {
         /// The step that failed.
         what: &'static str,
         /// The error KVM returned.
-        #[source]
-        source: kvm_ioctls::Error,
+        cause: kvm_ioctls::Error,
     },
     /// The memory size is outside what the VMM supports.
     #[error("guest memory of {requested_bytes} bytes is not supported: use -m between {min} KiB and {max} MiB", min = crate::MIN_MEMORY_BYTES / 1024, max = crate::MAX_MEMORY_BYTES >> 20)]
@@ -66,7 +65,7 @@ pub enum VmmError {
     CmdlineNul,
     /// The vCPU thread could not start.
     #[error("cannot start the vCPU thread: {0}")]
-    Thread(#[source] io::Error),
+    Thread(io::Error),
     /// The vCPU thread panicked (a VMM bug).
     #[error("the vCPU thread panicked (a Kiln bug; please report it)")]
     VcpuPanicked,
@@ -80,5 +79,5 @@ pub enum VmmError {
     },
     /// KVM_RUN failed for a reason other than a signal.
     #[error("running the vCPU failed: {0}")]
-    Run(#[source] kvm_ioctls::Error),
+    Run(kvm_ioctls::Error),
 }

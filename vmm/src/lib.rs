@@ -36,6 +36,12 @@ pub use elfcheck::check as check_image;
 pub use error::VmmError;
 pub use layout::{MAX_MEMORY_BYTES, MIN_MEMORY_BYTES};
 
+/// The KVM device: `/dev/kvm`, or `KILN_KVM_DEVICE` when set (hosts with
+/// another path, and tests of the no-KVM paths).
+pub fn kvm_device() -> std::path::PathBuf {
+    std::env::var_os("KILN_KVM_DEVICE").map_or_else(|| "/dev/kvm".into(), Into::into)
+}
+
 /// Where console output goes.
 pub type ConsoleSink = Box<dyn Write + Send>;
 
@@ -70,6 +76,11 @@ pub enum Ending {
     HypervisorError {
         /// What KVM reported.
         detail: String,
+    },
+    /// linuxu: the guest made a system call its sandbox forbids.
+    SandboxViolation {
+        /// The Linux system-call number.
+        syscall: i64,
     },
     /// The guest kept accessing one port or MMIO address nothing handles.
     UnhandledAccessLoop {

@@ -32,7 +32,7 @@ pub struct Vm {
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
-    move |source| VmmError::Kvm { what, source }
+    move |cause| VmmError::Kvm { what, cause }
 }
 
 impl Vm {
@@ -65,7 +65,10 @@ impl Vm {
         let entry = load_image(&mem, image, memory_bytes)?;
         write_boot_info(&mem, memory_bytes, cmdline)?;
 
-        let kvm = Kvm::new().map_err(VmmError::KvmUnavailable)?;
+        let device =
+            std::ffi::CString::new(crate::kvm_device().into_os_string().into_encoded_bytes())
+                .map_err(|_| VmmError::KvmUnavailable(kvm_ioctls::Error::new(libc::EINVAL)))?;
+        let kvm = Kvm::new_with_path(&device).map_err(VmmError::KvmUnavailable)?;
         let vm = kvm.create_vm().map_err(kvm_err("create a VM"))?;
         for (slot, region) in mem.iter().enumerate() {
             let host =

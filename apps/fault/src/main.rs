@@ -3,8 +3,9 @@
 //! The first argument picks it: `null` (default, page fault reading
 //! address 0), `ud` (invalid opcode), `gp` (privileged instruction), `de`
 //! (divide error), `nested` (a fault inside an exception handler),
-//! `supervisor` (a fault at CPL0), `resume` (a handler resuming into a
-//! non-canonical address).
+//! `supervisor` (a fault at CPL0; VM platforms), `resume` (a handler
+//! resuming into a non-canonical address), `syscall` (a raw Linux system
+//! call: a sandbox violation on linuxu, `-ENOSYS` on VMs).
 #![cfg_attr(kiln_guest, no_std)]
 #![no_main]
 
@@ -34,9 +35,13 @@ fn main(args: &[&str]) -> i32 {
         }
         "supervisor" => provoke::supervisor_fault(),
         "resume" => provoke::bad_resume(),
+        "syscall" => {
+            kiln_rt::println!("syscall returned {}", provoke::forbidden_syscall());
+            return 0;
+        }
         other => {
             kiln_rt::println!(
-                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor or resume)"
+                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume or syscall)"
             );
             return 2;
         }

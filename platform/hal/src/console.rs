@@ -1,6 +1,6 @@
 //! The boot console: bytes out to whoever runs the guest.
 //!
-//! On the embedded VMM one hostcall hands over a whole buffer (one VM exit,
+//! On linuxu this is standard output. On the embedded VMM one hostcall hands over a whole buffer (one VM exit,
 //! instead of one or two per byte); elsewhere (QEMU, Firecracker, bare
 //! metal) bytes go to the COM1 UART, waiting for its transmit register.
 //! [`init`] probes once which one is there. `write` takes no lock, so it
@@ -16,8 +16,11 @@ const UART: u8 = 2;
 
 static BACKEND: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-/// Probes for the Kiln hostcall console; falls back to COM1.
+/// Probes for the Kiln hostcall console; falls back to COM1 (PVH only).
 pub fn init() {
+    if cfg!(kiln_linuxu) {
+        return;
+    }
     let backend = if crate::arch::x86_64::inl(port::HOSTCALL) == port::HOSTCALL_MAGIC {
         HOSTCALL
     } else {
@@ -31,8 +34,14 @@ pub fn uses_hostcall() -> bool {
     BACKEND.load(Ordering::Relaxed) == HOSTCALL
 }
 
-/// Writes `bytes` to the console.
+/// Writes `bytes` to the console of the current platform.
 pub fn write(bytes: &[u8]) {
+    use crate::platform::{Current, Platform};
+    Current::console_write(bytes);
+}
+
+/// Writes `bytes` to the PVH console (hostcall or COM1).
+pub fn pvh_write(bytes: &[u8]) {
     if BACKEND.load(Ordering::Relaxed) == UNKNOWN {
         init();
     }

@@ -4,12 +4,15 @@
 //! owns the small assembly supervisor that runs at CPL0 and offers safe
 //! functions over it:
 //!
-//! - [`sc`]: supervisor calls — [`sc::exit`], [`sc::halt`], [`sc::map`] /
+//! - [`platform`]: the seam — the [`platform::Platform`] trait with its
+//!   PVH (supervisor) and linuxu (Linux process, [`linuxu`]) implementations.
+//! - [`sc`]: privileged calls — [`sc::exit`], [`sc::halt`], [`sc::map`] /
 //!   [`sc::unmap`] (W^X enforced by the supervisor), [`sc::apic_write`].
 //! - [`upcall`]: exception and interrupt delivery to CPL3 handlers, the
 //!   fault hook the runtime installs, and [`upcall::resume`].
 //! - [`console`]: the boot console — one hostcall per buffer on the
-//!   embedded VMM, COM1 everywhere else.
+//!   embedded VMM, COM1 on other VMs, stdout on linuxu.
+//! - [`timer`]: a one-shot timer interrupt (x2APIC, or `setitimer`).
 //! - [`mem`]: the `memcpy` family the host-triple `core` links against.
 //! - [`provoke`]: deliberate CPU exceptions for tests of the fault paths;
 //!   `selftest` (guest builds): in-guest tests of every supervisor path.
@@ -23,16 +26,20 @@
 //! compiled only under `--cfg kiln_guest`, which `kiln build` sets; a plain
 //! host build type-checks the safe API and runs its unit tests.
 //!
-//! Limits: x86_64 only, one CPU, the identity map covers the first GiB.
+//! Limits: x86_64 only, one CPU, the identity map covers the first GiB;
+//! the timer is not calibrated yet (KVM's 1 GHz APIC bus is assumed).
 #![no_std]
 
 pub mod arch;
 pub mod console;
+pub mod linuxu;
 pub mod mem;
+pub mod platform;
 pub mod provoke;
 pub mod sc;
 #[cfg(kiln_guest)]
 pub mod selftest;
+pub mod timer;
 pub mod upcall;
 
 pub use kiln_abi as abi;

@@ -1,4 +1,4 @@
-//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` for guest images.
+//! `memcpy`, `memmove`, `memset`, `memcmp`, `bcmp` and `strlen` for guest images.
 //!
 //! The host triple's precompiled `core` calls these C symbols, and a guest
 //! links no libc (docs/adr/0001). They use the x86 string instructions,
@@ -82,6 +82,20 @@ mod imp {
     pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
         // SAFETY: same contract as memcmp.
         unsafe { memcmp(a, b, n) }
+    }
+
+    /// # Safety
+    /// `s` points at a NUL-terminated string.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
+        let end: *const u8;
+        // SAFETY: the caller guarantees a NUL byte follows; `repne scasb`
+        // reads up to and including it (rcx = -1: no other bound).
+        unsafe {
+            core::arch::asm!("repne scasb", inout("rdi") s => end, inout("rcx") usize::MAX => _,
+                in("al") 0u8, options(nostack, readonly));
+        }
+        end as usize - s as usize - 1
     }
 
     /// The host `alloc` references the unwinder's personality routine; a

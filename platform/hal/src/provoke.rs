@@ -68,3 +68,18 @@ pub fn bad_resume() {
         breakpoint();
     }
 }
+
+/// Makes the Linux system call `getpid` (39) directly.
+///
+/// On linuxu the sandbox forbids it: the guest reports a sandbox violation
+/// naming call 39 and exits with [`kiln_abi::exit::SANDBOX_VIOLATION`]. On
+/// PVH it returns `-ENOSYS` (no Linux ABI yet).
+pub fn forbidden_syscall() -> i64 {
+    let ret: i64;
+    // SAFETY: getpid reads and writes no memory; rcx and r11 are clobbered.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") 39i64 => ret, lateout("rcx") _, lateout("r11") _,
+            options(nostack));
+    }
+    ret
+}

@@ -1,12 +1,15 @@
-//! Supervisor calls: safe wrappers over the gate into the CPL0 supervisor.
+//! Privileged operations: safe calls that every platform implements.
 //!
-//! The gate is `int3` with the call number in `rax` (docs/adr/0002: on
-//! kvm_pvm `syscall` does not change privilege, and `int N` other than
-//! `int3` raises `#UD`). Numbers and error values are in [`kiln_abi::sc`].
-//! Each wrapper says what its result means; errors are Linux errno values
-//! in [`ScError`].
+//! On the PVH platform they are supervisor calls: `int3` with the call
+//! number in `rax` (docs/adr/0002: on kvm_pvm `syscall` does not change
+//! privilege, and `int N` other than `int3` raises `#UD`); numbers and
+//! error values are in [`kiln_abi::sc`]. On linuxu they are Linux system
+//! calls ([`crate::linuxu`]). Each function says what its result means;
+//! errors are Linux errno values in [`ScError`].
 
 use kiln_abi::sc;
+
+use crate::platform::{Current, Platform};
 
 /// A supervisor call failed; the value is the Linux errno it returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +62,8 @@ pub fn raw(number: u64, a0: u64, a1: u64, a2: u64) -> i64 {
     ret
 }
 
-fn result(ret: i64) -> Result<u64, ScError> {
+/// Turns a raw return value (negative errno on failure) into a `Result`.
+pub fn result(ret: i64) -> Result<u64, ScError> {
     if ret < 0 {
         Err(ScError(-ret))
     } else {
@@ -69,11 +73,7 @@ fn result(ret: i64) -> Result<u64, ScError> {
 
 /// Ends the guest with `status` (the host's exit status).
 pub fn exit(status: u8) -> ! {
-    raw(sc::EXIT, u64::from(status), 0, 0);
-    // The supervisor halts forever when no exit device answered.
-    loop {
-        core::hint::spin_loop();
-    }
+    Current::exit(status)
 }
 
 /// Waits for the next interrupt.
@@ -82,7 +82,7 @@ pub fn exit(status: u8) -> ! {
 /// With no interrupt source armed this waits forever (the host's timeout
 /// ends such a guest).
 pub fn halt() {
-    raw(sc::HALT, 0, 0, 0);
+    Current::halt();
 }
 
 /// Maps the 4 KiB page at guest-physical `paddr` at `vaddr` inside the map
@@ -93,19 +93,20 @@ pub fn halt() {
 /// mapped, `EINVAL` for an unaligned or out-of-window address or unknown
 /// flags.
 pub fn map(vaddr: u64, paddr: u64, flags: u64) -> Result<(), ScError> {
-    result(raw(sc::MAP, vaddr, paddr, flags)).map(|_| ())
+    Current::map(vaddr, paddr, flags)
 }
 
 /// Unmaps a page mapped with [`map`] and flushes its TLB entry.
 ///
 /// Errors: `ENOENT` when nothing is mapped there, `EINVAL` as for [`map`].
 pub fn unmap(vaddr: u64) -> Result<(), ScError> {
-    result(raw(sc::UNMAP, vaddr, 0, 0)).map(|_| ())
+    Current::unmap(vaddr)
 }
 
 /// Writes x2APIC register `msr` (0x800–0x8ff).
 ///
-/// Errors: `ENODEV` when the CPU has no x2APIC, `EINVAL` outside the range.
+/// Errors: `ENODEV` when the CPU has no x2APIC (and always on linuxu),
+/// `EINVAL` outside the range. PVH platform only.
 pub fn apic_write(msr: u32, value: u64) -> Result<(), ScError> {
     result(raw(sc::APIC_WRITE, u64::from(msr), value, 0)).map(|_| ())
 }

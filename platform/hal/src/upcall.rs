@@ -107,7 +107,7 @@ pub fn resume() -> ! {
 }
 
 /// CPL3 entry of every exception and interrupt (jumped to by the supervisor).
-#[cfg(kiln_guest)]
+#[cfg(all(kiln_guest, not(kiln_linuxu)))]
 #[unsafe(no_mangle)]
 extern "C" fn kiln_upcall_entry(frame: *mut UpcallFrame) -> ! {
     // SAFETY: the supervisor passes the address of the per-CPU

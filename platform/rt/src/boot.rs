@@ -168,3 +168,51 @@ mod tests {
         assert!(!readable(u64::MAX - 2, 8, 1));
     }
 }
+
+/// A Linux process's `argv`, read from its initial stack (linuxu).
+#[derive(Clone, Copy, Debug)]
+pub struct Argv {
+    argc: usize,
+    argv: *const *const u8,
+}
+
+impl Argv {
+    /// Wraps the argument vector found at the initial stack pointer.
+    ///
+    /// # Safety
+    /// `sp` is the stack pointer a Linux process started with (pointing at
+    /// `argc`, then `argv[argc]` and a NULL), and that stack is never
+    /// unwound (the strings must live for `'static`).
+    pub unsafe fn from_initial_stack(sp: *const u64) -> Self {
+        // SAFETY: per the caller, sp points at argc followed by argv.
+        unsafe {
+            Self {
+                argc: *sp as usize,
+                argv: sp.add(1).cast(),
+            }
+        }
+    }
+
+    fn bytes(&self, i: usize) -> &'static [u8] {
+        // SAFETY: i < argc; argv[i] is a NUL-terminated string on the
+        // initial stack, alive for the whole process (see the constructor).
+        unsafe {
+            let p = *self.argv.add(i);
+            let mut len = 0;
+            while *p.add(len) != 0 {
+                len += 1;
+            }
+            core::slice::from_raw_parts(p, len)
+        }
+    }
+
+    /// The first argument that is not UTF-8, if any.
+    pub fn invalid(&self) -> Option<usize> {
+        (0..self.argc).find(|&i| core::str::from_utf8(self.bytes(i)).is_err())
+    }
+
+    /// The arguments (including `argv[0]`); non-UTF-8 ones read as "".
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        (0..self.argc).map(|i| core::str::from_utf8(self.bytes(i)).unwrap_or(""))
+    }
+}

@@ -72,6 +72,14 @@ pub fn print_report(frame: &UpcallFrame) {
 
 /// Reads a word of the interrupted stack if it lies in the image's RAM.
 fn read_stack_word(addr: u64) -> Option<u64> {
+    if cfg!(kiln_linuxu) {
+        if !addr.is_multiple_of(8) || !kiln_hal::linuxu::readable(addr) {
+            return None;
+        }
+        // SAFETY: on linuxu the address lies in the initial stack or the
+        // guest RAM mapping (checked above), both mapped readable.
+        return Some(unsafe { core::ptr::read_volatile(addr as *const u64) });
+    }
     let mem = crate::memory::stats();
     let in_image = addr >= kiln_abi::IMAGE_BASE + kiln_abi::SUP_PAGES * kiln_abi::PAGE_SIZE
         && addr.checked_add(8)? <= mem.range_start + mem.range_bytes;

@@ -47,45 +47,36 @@ pub use kiln_hal as hal;
 /// Share of free memory given to the heap unless `heap=PERCENT` says otherwise.
 pub const DEFAULT_HEAP_PERCENT: u64 = 50;
 
-/// CPL3 entry from the supervisor: boot, run `main`, exit with its status.
-#[cfg(kiln_guest)]
-#[unsafe(no_mangle)]
-extern "C" fn kiln_rust_entry(start_info_pa: u64) -> ! {
-    use alloc::vec::Vec;
-    use kiln_abi::exit;
-
-    kiln_hal::console::init();
-    kiln_hal::upcall::set_fault_hook(fault::report);
-    let info = boot::read(start_info_pa).unwrap_or_else(|e| {
-        println!("kiln: {e}");
-        crate::exit(exit::BAD_BOOT_INFO)
-    });
-    let cmdline = info.cmdline();
-    // The heap share must be known before the heap exists, so this one
-    // option is read from the raw line.
-    let heap_percent = cmdline
-        .split(' ')
+/// The `heap=PERCENT` option among kernel-option tokens (before `--`).
+pub fn heap_percent<'a>(tokens: impl Iterator<Item = &'a str>) -> u64 {
+    tokens
         .take_while(|t| *t != "--")
         .filter_map(|t| t.strip_prefix("heap="))
         .last()
-        .map_or(Ok(DEFAULT_HEAP_PERCENT), str::parse::<u64>)
-        .unwrap_or(DEFAULT_HEAP_PERCENT);
-    let mem = memory::init(&info, heap_percent).unwrap_or_else(|e| {
-        println!("kiln: {e}");
-        crate::exit(exit::OUT_OF_MEMORY)
-    });
-    let cmdline = kiln_abi::cmdline::parse(cmdline).unwrap_or_else(|e| {
-        println!("kiln: {e}");
-        crate::exit(exit::BAD_BOOT_INFO)
-    });
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_HEAP_PERCENT)
+}
+
+/// Prints `kiln: MESSAGE` and exits with `status`.
+#[cfg(kiln_guest)]
+fn die(message: impl core::fmt::Display, status: u8) -> ! {
+    println!("kiln: {message}");
+    crate::exit(status)
+}
+
+/// The boot steps after memory exists: logging, then the app's `main`.
+#[cfg(kiln_guest)]
+fn run_main(mem: memory::MemoryStats, cmdline: kiln_abi::cmdline::Cmdline) -> ! {
+    use alloc::vec::Vec;
     logger::init(cmdline.option("log"));
     log::debug!(
-        "memory: {} KiB at {:#x}, heap {} KiB at {:#x}, {} frames free",
+        "memory: {} KiB at {:#x}, heap {} KiB at {:#x}, {} frames free ({})",
         mem.range_bytes / 1024,
         mem.range_start,
         mem.heap.1 / 1024,
         mem.heap.0,
-        mem.free_frames
+        mem.free_frames,
+        <kiln_hal::platform::Current as kiln_hal::platform::Platform>::NAME,
     );
     let args: Vec<&str> = cmdline
         .args
@@ -101,6 +92,71 @@ extern "C" fn kiln_rust_entry(start_info_pa: u64) -> ! {
     let status = unsafe { __kiln_main(&args) };
     crate::exit(status as u8)
 }
+
+/// CPL3 entry from the supervisor (PVH): boot, run `main`, exit with its status.
+#[cfg(all(kiln_guest, not(kiln_linuxu)))]
+#[unsafe(no_mangle)]
+extern "C" fn kiln_rust_entry(start_info_pa: u64) -> ! {
+    use kiln_abi::exit;
+
+    kiln_hal::console::init();
+    kiln_hal::upcall::set_fault_hook(fault::report);
+    let info = boot::read(start_info_pa).unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
+    let line = info.cmdline();
+    let mem = memory::init(
+        info.ram(),
+        heap_percent(line.split(' ')),
+        memory::image_end(),
+        kiln_abi::IDENTITY_MAP_BYTES,
+    )
+    .unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
+    let cmdline = kiln_abi::cmdline::parse(line).unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
+    run_main(mem, cmdline)
+}
+
+/// Process entry on linuxu (`_start` passes the initial stack pointer):
+/// RAM, signal handlers and the sandbox, then `main`.
+#[cfg(all(kiln_guest, kiln_linuxu))]
+#[unsafe(no_mangle)]
+extern "C" fn kiln_linuxu_entry(sp: *const u64) -> ! {
+    use kiln_abi::exit;
+    use kiln_hal::linuxu;
+
+    kiln_hal::upcall::set_fault_hook(fault::report);
+    linuxu::set_stack_top(sp as u64);
+    // SAFETY: `_start` passes the stack pointer the kernel entered with,
+    // which points at argc, argv[], NULL as the SysV ABI lays out.
+    let argv = unsafe { boot::Argv::from_initial_stack(sp) };
+    if let Some(bad) = argv.invalid() {
+        die(
+            format_args!("argument {bad} is not UTF-8"),
+            exit::BAD_BOOT_INFO,
+        );
+    }
+    let mem_bytes = argv
+        .iter()
+        .skip(1)
+        .take_while(|t| *t != "--")
+        .filter_map(|t| t.strip_prefix("mem="))
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LINUXU_MEMORY_BYTES);
+    let (base, bytes) =
+        linuxu::create_ram(mem_bytes).unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
+    linuxu::install_signal_handlers().unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
+    linuxu::enter_sandbox().unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
+    let ram = [boot::RamRange {
+        start: base,
+        len: bytes,
+    }];
+    let mem = memory::init(&ram, heap_percent(argv.iter().skip(1)), 0, u64::MAX)
+        .unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
+    let cmdline = kiln_abi::cmdline::Cmdline::from_tokens(argv.iter().skip(1));
+    run_main(mem, cmdline)
+}
+
+/// Guest RAM on linuxu unless `mem=BYTES` says otherwise.
+pub const DEFAULT_LINUXU_MEMORY_BYTES: u64 = 64 << 20;
 
 /// Ends the guest now with `status`.
 pub fn exit(status: u8) -> ! {

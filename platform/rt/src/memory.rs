@@ -85,8 +85,9 @@ pub fn split(frames: u64, heap_percent: u64) -> Option<(u64, u64)> {
     (heap >= 1 && usable - heap >= 4).then_some((bitmap_frames, heap))
 }
 
-#[cfg(kiln_guest)]
-fn image_end() -> u64 {
+/// End of the loaded image (PVH images; from the linker script).
+#[cfg(all(kiln_guest, not(kiln_linuxu)))]
+pub fn image_end() -> u64 {
     unsafe extern "C" {
         /// End of the loaded image (from the linker script).
         static _end: u8;
@@ -94,12 +95,17 @@ fn image_end() -> u64 {
     (&raw const _end) as u64
 }
 
-/// Sets up the frame allocator and the heap region from the boot memory map.
+/// Sets up the frame allocator and the heap region from the RAM ranges,
+/// using only memory above `image_end` and below `limit`.
 #[cfg(kiln_guest)]
-pub fn init(info: &crate::boot::BootInfo, heap_percent: u64) -> Result<MemoryStats, MemoryError> {
-    let image_end = image_end();
-    let (start, len) = largest_free_range(info.ram(), image_end, kiln_abi::IDENTITY_MAP_BYTES)
-        .ok_or(MemoryError::NoFreeRam { image_end })?;
+pub fn init(
+    ram: &[crate::boot::RamRange],
+    heap_percent: u64,
+    image_end: u64,
+    limit: u64,
+) -> Result<MemoryStats, MemoryError> {
+    let (start, len) =
+        largest_free_range(ram, image_end, limit).ok_or(MemoryError::NoFreeRam { image_end })?;
     let frames = len / FRAME_SIZE;
     let (bitmap_frames, heap_frames) =
         split(frames, heap_percent).ok_or(MemoryError::TooSmall { free_bytes: len })?;

@@ -16,4 +16,6 @@ pub mod manifest;
 pub mod recipe;
 
 pub use manifest::{Manifest, ManifestError, Platform};
-pub use recipe::{BuildError, BuiltImage, build, image_path_if_fresh};
+pub use recipe::{
+    BuildError, BuiltImage, GuestTarget, ImageKind, build, image_kind, image_path_if_fresh,
+};

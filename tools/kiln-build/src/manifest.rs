@@ -3,7 +3,7 @@
 //! ```toml
 //! [image]
 //! memory = "16M"          # guest RAM: a number with K, M or G
-//! platform = "kvm"        # kvm | qemu
+//! platform = "kvm"        # kvm | qemu | linuxu
 //! timeout_secs = 30       # stop the guest after this long (0 = never)
 //! args = ["--flag"]       # default application arguments
 //! log = "info"            # guest log level
@@ -27,6 +27,8 @@ pub enum Platform {
     Kvm,
     /// `qemu-system-x86_64 -M microvm`.
     Qemu,
+    /// A sandboxed Linux process.
+    Linuxu,
 }
 
 impl std::str::FromStr for Platform {
@@ -35,7 +37,10 @@ impl std::str::FromStr for Platform {
         match s {
             "kvm" => Ok(Self::Kvm),
             "qemu" => Ok(Self::Qemu),
-            other => Err(format!("unknown platform `{other}` (use kvm or qemu)")),
+            "linuxu" => Ok(Self::Linuxu),
+            other => Err(format!(
+                "unknown platform `{other}` (use kvm, qemu or linuxu)"
+            )),
         }
     }
 }
@@ -45,6 +50,7 @@ impl std::fmt::Display for Platform {
         f.write_str(match self {
             Self::Kvm => "kvm",
             Self::Qemu => "qemu",
+            Self::Linuxu => "linuxu",
         })
     }
 }
@@ -150,13 +156,12 @@ pub enum ManifestError {
         dir: PathBuf,
     },
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys or bad values.
     #[error("{path} is invalid: {message}")]
@@ -185,9 +190,9 @@ impl Manifest {
                 dir: dir.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(&path).map_err(|cause| ManifestError::Read {
             path: path.clone(),
-            source,
+            cause,
         })?;
         Self::parse(&text, &path)
     }

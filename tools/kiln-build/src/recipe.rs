@@ -38,11 +38,10 @@ pub enum BuildError {
         dir: PathBuf,
     },
     /// Cargo could not be started.
-    #[error("cannot run cargo ({source}): is the Rust toolchain installed and on PATH?")]
+    #[error("cannot run cargo ({cause}): is the Rust toolchain installed and on PATH?")]
     CargoMissing {
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// `cargo metadata` failed or said something unexpected.
     #[error("cargo metadata failed for {dir}: {detail}")]
@@ -67,13 +66,12 @@ pub enum BuildError {
         package: String,
     },
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -118,7 +116,7 @@ fn app_info(dir: &Path) -> Result<AppInfo, BuildError> {
         .args(["metadata", "--format-version", "1", "--manifest-path"])
         .arg(&manifest)
         .output()
-        .map_err(|source| BuildError::CargoMissing { source })?;
+        .map_err(|cause| BuildError::CargoMissing { cause })?;
     if !out.status.success() {
         return Err(meta_err(
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -215,12 +213,34 @@ fn newest_source_mtime(dir: &Path) -> Option<SystemTime> {
     newest
 }
 
-fn guest_dir(target_dir: &Path) -> PathBuf {
-    target_dir.join("guest")
+/// What kind of image a build produces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuestTarget {
+    /// A PVH ELF for virtual machines (kvm, qemu).
+    #[default]
+    Pvh,
+    /// A static Linux executable (linuxu).
+    Linuxu,
 }
 
-fn image_file(info: &AppInfo) -> PathBuf {
-    guest_dir(&info.target_dir)
+impl From<crate::Platform> for GuestTarget {
+    fn from(p: crate::Platform) -> Self {
+        match p {
+            crate::Platform::Kvm | crate::Platform::Qemu => Self::Pvh,
+            crate::Platform::Linuxu => Self::Linuxu,
+        }
+    }
+}
+
+fn guest_dir(target_dir: &Path, target: GuestTarget) -> PathBuf {
+    target_dir.join(match target {
+        GuestTarget::Pvh => "guest",
+        GuestTarget::Linuxu => "guest-linuxu",
+    })
+}
+
+fn image_file(info: &AppInfo, target: GuestTarget) -> PathBuf {
+    guest_dir(&info.target_dir, target)
         .join(GUEST_TRIPLE)
         .join("guest")
         .join(&info.bin)
@@ -228,16 +248,16 @@ fn image_file(info: &AppInfo) -> PathBuf {
 
 /// Writes the linker script where the link step reads it; returns whether it changed.
 fn install_linker_script(target_dir: &Path) -> Result<PathBuf, BuildError> {
-    let dir = guest_dir(target_dir);
+    let dir = guest_dir(target_dir, GuestTarget::Pvh);
     let path = dir.join("kiln.ld");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(LINKER_SCRIPT) {
-        std::fs::create_dir_all(&dir).map_err(|source| BuildError::Write {
+        std::fs::create_dir_all(&dir).map_err(|cause| BuildError::Write {
             path: dir.clone(),
-            source,
+            cause,
         })?;
-        std::fs::write(&path, LINKER_SCRIPT).map_err(|source| BuildError::Write {
+        std::fs::write(&path, LINKER_SCRIPT).map_err(|cause| BuildError::Write {
             path: path.clone(),
-            source,
+            cause,
         })?;
     }
     Ok(path)
@@ -250,7 +270,35 @@ fn script_hash() -> u32 {
     })
 }
 
-/// The flags of the recipe, one per element.
+/// The flags of the linuxu recipe: a static executable entered at
+/// `_start`, laid out by the default linker script.
+pub fn linuxu_rustflags() -> Vec<String> {
+    let mut flags: Vec<String> = [
+        "--cfg",
+        "kiln_guest",
+        "--cfg",
+        "kiln_linuxu",
+        "-C",
+        "relocation-model=static",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for a in [
+        "-nostartfiles",
+        "-nostdlib",
+        "-static",
+        "-no-pie",
+        "-Wl,--gc-sections",
+        "-Wl,--build-id=none",
+    ] {
+        flags.push("-C".into());
+        flags.push(format!("link-arg={a}"));
+    }
+    flags
+}
+
+/// The flags of the PVH recipe, one per element.
 pub fn rustflags(linker_script: &Path) -> Vec<String> {
     let mut flags: Vec<String> = ["--cfg", "kiln_guest", "-C", "relocation-model=static"]
         .iter()
@@ -278,18 +326,20 @@ pub fn rustflags(linker_script: &Path) -> Vec<String> {
 }
 
 /// The image of the app in `dir` if it exists and is newer than all its sources.
-pub fn image_path_if_fresh(dir: &Path) -> Result<Option<PathBuf>, BuildError> {
+pub fn image_path_if_fresh(dir: &Path, target: GuestTarget) -> Result<Option<PathBuf>, BuildError> {
     let info = app_info(dir)?;
-    let image = image_file(&info);
-    Ok(is_fresh(&info, &image).then_some(image))
+    let image = image_file(&info, target);
+    Ok(is_fresh(&info, &image, target).then_some(image))
 }
 
-fn is_fresh(info: &AppInfo, image: &Path) -> bool {
+fn is_fresh(info: &AppInfo, image: &Path, target: GuestTarget) -> bool {
     let Ok(built) = std::fs::metadata(image).and_then(|m| m.modified()) else {
         return false;
     };
-    let installed = guest_dir(&info.target_dir).join("kiln.ld");
-    if std::fs::read_to_string(installed).ok().as_deref() != Some(LINKER_SCRIPT) {
+    let installed = guest_dir(&info.target_dir, GuestTarget::Pvh).join("kiln.ld");
+    if target == GuestTarget::Pvh
+        && std::fs::read_to_string(installed).ok().as_deref() != Some(LINKER_SCRIPT)
+    {
         return false;
     }
     info.local_package_dirs
@@ -299,17 +349,20 @@ fn is_fresh(info: &AppInfo, image: &Path) -> bool {
 }
 
 /// Builds the app in `dir` unless its image is fresh; `quiet` hides Cargo's output.
-pub fn build(dir: &Path, quiet: bool) -> Result<BuiltImage, BuildError> {
+pub fn build(dir: &Path, target: GuestTarget, quiet: bool) -> Result<BuiltImage, BuildError> {
     let info = app_info(dir)?;
-    let image = image_file(&info);
-    if is_fresh(&info, &image) {
+    let image = image_file(&info, target);
+    if is_fresh(&info, &image, target) {
         return Ok(BuiltImage {
             path: image,
             package: info.package,
             rebuilt: false,
         });
     }
-    let script = install_linker_script(&info.target_dir)?;
+    let flags = match target {
+        GuestTarget::Pvh => rustflags(&install_linker_script(&info.target_dir)?),
+        GuestTarget::Linuxu => linuxu_rustflags(),
+    };
     let mut cmd = cargo();
     cmd.args([
         "build",
@@ -323,15 +376,15 @@ pub fn build(dir: &Path, quiet: bool) -> Result<BuiltImage, BuildError> {
     .arg("--manifest-path")
     .arg(dir.join("Cargo.toml"))
     .arg("--target-dir")
-    .arg(guest_dir(&info.target_dir))
-    .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&script).join("\u{1f}"))
+    .arg(guest_dir(&info.target_dir, target))
+    .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"))
     .env_remove("RUSTFLAGS");
     if quiet {
         cmd.arg("--quiet");
     }
     let status = cmd
         .status()
-        .map_err(|source| BuildError::CargoMissing { source })?;
+        .map_err(|cause| BuildError::CargoMissing { cause })?;
     if !status.success() || !image.is_file() {
         return Err(BuildError::Compile {
             package: info.package,
@@ -383,7 +436,72 @@ mod tests {
     #[test]
     fn missing_cargo_manifest_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let e = build(dir.path(), true).unwrap_err().to_string();
+        let e = build(dir.path(), GuestTarget::Pvh, true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has no Cargo.toml"), "{e}");
     }
+}
+
+/// What a built Kiln image is, from its ELF notes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// A PVH VM image (Xen note `XEN_ELFNOTE_PHYS32_ENTRY`): kvm, qemu.
+    Pvh,
+    /// A linuxu executable (note "Kiln", type [`kiln_abi::LINUXU_NOTE_TYPE`]).
+    Linuxu,
+}
+
+/// The kind of Kiln image in ELF `bytes`, or `None` for anything else.
+pub fn image_kind(bytes: &[u8]) -> Option<ImageKind> {
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if !bytes.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+        return None;
+    };
+    for i in 0..usize::from(phnum) {
+        let ph = phoff as usize + i * usize::from(phentsize);
+        if u32_at(ph) != Some(4) {
+            continue; // not PT_NOTE
+        }
+        let (Some(off), Some(size)) = (u64_at(ph + 8), u64_at(ph + 32)) else {
+            continue;
+        };
+        let (mut at, end) = (off as usize, (off.saturating_add(size)) as usize);
+        while at + 12 <= end {
+            let (Some(namesz), Some(descsz), Some(kind)) =
+                (u32_at(at), u32_at(at + 4), u32_at(at + 8))
+            else {
+                break;
+            };
+            let name = bytes.get(at + 12..at + 12 + namesz as usize);
+            if kind == kiln_abi::pvh::XEN_ELFNOTE_PHYS32_ENTRY && name == Some(b"Xen\0".as_slice())
+            {
+                return Some(ImageKind::Pvh);
+            }
+            if kind == kiln_abi::LINUXU_NOTE_TYPE && name == Some(b"Kiln\0".as_slice()) {
+                return Some(ImageKind::Linuxu);
+            }
+            at +=
+                12 + (namesz as usize).next_multiple_of(4) + (descsz as usize).next_multiple_of(4);
+        }
+    }
+    None
 }

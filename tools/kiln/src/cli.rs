@@ -30,7 +30,7 @@ pub struct BuildArgs {
     /// App directory (a Cargo package with a Kiln.toml).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Platform to build for (the same image serves kvm and qemu).
+    /// Platform to build for: kvm and qemu share one image, linuxu has its own.
     #[arg(long)]
     pub platform: Option<Platform>,
     /// Hide Cargo's output.
@@ -47,7 +47,8 @@ pub struct RunArgs {
     /// Guest memory, e.g. 16M (default: Kiln.toml, else 64M).
     #[arg(short = 'm', long = "memory", value_name = "SIZE")]
     pub memory: Option<MemorySize>,
-    /// Where to run: kvm (embedded VMM) or qemu.
+    /// Where to run: kvm (embedded VMM), qemu, or linuxu (a sandboxed
+    /// process). Default: Kiln.toml, else kvm when /dev/kvm is usable, else linuxu.
     #[arg(long)]
     pub platform: Option<Platform>,
     /// Stop the guest after this many seconds (exit status 124).

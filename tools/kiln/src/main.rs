@@ -3,8 +3,9 @@
 //! `kiln build [DIR]` compiles the app in DIR (a Cargo package with a
 //! `Kiln.toml`) into a bootable image; `kiln run [DIR | IMAGE] [-- ARGS]`
 //! builds it if its sources changed and boots it on the embedded KVM VMM
-//! (`--platform kvm`, the default) or under QEMU (`--platform qemu`), and
-//! exits with the guest's exit status.
+//! (`--platform kvm`, the default where `/dev/kvm` is usable), under QEMU
+//! (`--platform qemu`) or as a sandboxed Linux process (`--platform
+//! linuxu`, the fallback without KVM), and exits with the guest's status.
 //!
 //! Exit statuses: the guest's own; 124 when `--timeout` stopped it; 125
 //! when it reset its CPU; 126 when the hypervisor could not run it; 1 when
@@ -12,9 +13,11 @@
 //! message naming the cause and the fix.
 //!
 //! Modules: [`cli`] (flags), [`runner`] (resolving what to run, the kvm
-//! platform, status mapping), [`qemu`] (the qemu platform).
+//! platform, status mapping), [`qemu`] and [`linuxu`] (those platforms).
 
+mod child;
 mod cli;
+mod linuxu;
 mod qemu;
 mod runner;
 

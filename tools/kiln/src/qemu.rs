@@ -17,12 +17,12 @@ fn qemu_binary() -> String {
     std::env::var("KILN_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
 }
 
-/// Whether /dev/kvm can be opened for reading and writing.
+/// Whether the KVM device can be opened for reading and writing.
 pub fn kvm_usable() -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
+        .open(kiln_vmm::kvm_device())
         .is_ok()
 }
 
@@ -78,18 +78,10 @@ pub fn run(
         ),
         Err(e) => return Err(e).context("cannot start QEMU"),
     };
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for QEMU")? {
-            break status;
-        }
-        if let Some(limit) = timeout
-            && started.elapsed() >= limit
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(Ending::TimedOut { after: limit });
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let Some(status) = crate::child::wait_or_kill(&mut child, started, timeout)? else {
+        return Ok(Ending::TimedOut {
+            after: timeout.unwrap_or_default(),
+        });
     };
     if verbose {
         eprintln!(

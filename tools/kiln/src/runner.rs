@@ -25,11 +25,29 @@ fn verbose_env() -> bool {
     std::env::var("KILN_LOG").is_ok_and(|v| matches!(v.as_str(), "debug" | "trace" | "1"))
 }
 
+/// The platform when neither the flag nor Kiln.toml names one: kvm where
+/// /dev/kvm is usable, else linuxu (saying so in one line).
+fn default_platform(announce: bool) -> Platform {
+    if crate::qemu::kvm_usable() {
+        return Platform::Kvm;
+    }
+    if announce {
+        eprintln!(
+            "kiln: {} is not usable here; running on linuxu (a sandboxed Linux process) instead",
+            kiln_vmm::kvm_device().display()
+        );
+    }
+    Platform::Linuxu
+}
+
 fn build(args: BuildArgs) -> anyhow::Result<u8> {
-    Manifest::load(&args.dir)?;
-    let platform = args.platform.unwrap_or_default();
+    let manifest = Manifest::load(&args.dir)?;
+    let platform = args
+        .platform
+        .or(manifest.image.platform)
+        .unwrap_or_else(|| default_platform(false));
     eprintln!("kiln: building {} for {platform}", args.dir.display());
-    let built = kiln_build::build(&args.dir, args.quiet)?;
+    let built = kiln_build::build(&args.dir, platform.into(), args.quiet)?;
     let size = std::fs::metadata(&built.path).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "kiln: {} {} ({} bytes)",
@@ -50,14 +68,22 @@ struct Resolved {
     manifest: Manifest,
 }
 
-fn resolve(target: &Path, quiet: bool, verbose: bool) -> anyhow::Result<Resolved> {
+fn resolve(
+    target: &Path,
+    platform: Option<Platform>,
+    quiet: bool,
+    verbose: bool,
+) -> anyhow::Result<(Resolved, Platform)> {
     if target.is_dir() {
         let manifest = Manifest::load(target)?;
+        let platform = platform
+            .or(manifest.image.platform)
+            .unwrap_or_else(|| default_platform(true));
         let started = Instant::now();
-        if kiln_build::image_path_if_fresh(target)?.is_none() {
-            eprintln!("kiln: building {}", target.display());
+        if kiln_build::image_path_if_fresh(target, platform.into())?.is_none() {
+            eprintln!("kiln: building {} for {platform}", target.display());
         }
-        let built = kiln_build::build(target, quiet)?;
+        let built = kiln_build::build(target, platform.into(), quiet)?;
         if verbose {
             eprintln!(
                 "kiln: image {} ({}, {:.1} ms)",
@@ -70,16 +96,23 @@ fn resolve(target: &Path, quiet: bool, verbose: bool) -> anyhow::Result<Resolved
                 started.elapsed().as_secs_f64() * 1e3
             );
         }
-        return Ok(Resolved {
-            image: built.path,
-            manifest,
-        });
+        return Ok((
+            Resolved {
+                image: built.path,
+                manifest,
+            },
+            platform,
+        ));
     }
     if target.is_file() {
-        return Ok(Resolved {
-            image: target.to_path_buf(),
-            manifest: Manifest::default(),
-        });
+        let platform = platform_for_image_file(target, platform)?;
+        return Ok((
+            Resolved {
+                image: target.to_path_buf(),
+                manifest: Manifest::default(),
+            },
+            platform,
+        ));
     }
     bail!(
         "{} does not exist: give an app directory (with Kiln.toml) or a built image file",
@@ -87,18 +120,46 @@ fn resolve(target: &Path, quiet: bool, verbose: bool) -> anyhow::Result<Resolved
     )
 }
 
+/// Which platform runs a built image file: the image's kind decides, and
+/// a `--platform` that does not fit it is an error.
+fn platform_for_image_file(image: &Path, asked: Option<Platform>) -> anyhow::Result<Platform> {
+    use kiln_build::ImageKind;
+    let bytes =
+        std::fs::read(image).with_context(|| format!("cannot read image {}", image.display()))?;
+    let Some(kind) = kiln_build::image_kind(&bytes) else {
+        // Not a Kiln image: let the image checks say precisely why.
+        return Ok(asked.unwrap_or_else(|| default_platform(false)));
+    };
+    Ok(match (kind, asked) {
+        (ImageKind::Pvh, Some(Platform::Linuxu)) => bail!(
+            "{} is a VM image: run it with --platform kvm or qemu, or build the app with --platform linuxu",
+            image.display()
+        ),
+        (ImageKind::Linuxu, Some(p @ (Platform::Kvm | Platform::Qemu))) => bail!(
+            "{} is a linuxu executable, not a VM image for {p}: run it with --platform linuxu, or build the app for {p}",
+            image.display()
+        ),
+        (_, Some(p)) => p,
+        (ImageKind::Pvh, None) => match default_platform(false) {
+            Platform::Linuxu => bail!(
+                "{} is a VM image but /dev/kvm is not usable here: enable KVM, use --platform qemu, or build the app with --platform linuxu",
+                image.display()
+            ),
+            p => p,
+        },
+        (ImageKind::Linuxu, None) => Platform::Linuxu,
+    })
+}
+
 fn run(args: RunArgs) -> anyhow::Result<u8> {
     let verbose = args.verbose || verbose_env();
-    let Resolved { image, manifest } = resolve(&args.target, args.quiet, verbose)?;
+    let (Resolved { image, manifest }, platform) =
+        resolve(&args.target, args.platform, args.quiet, verbose)?;
     let memory_bytes = args
         .memory
         .map(|m| m.0)
         .or(manifest.image.memory.map(|m| m.0))
         .unwrap_or(DEFAULT_MEMORY_BYTES);
-    let platform = args
-        .platform
-        .or(manifest.image.platform)
-        .unwrap_or_default();
     let timeout = match args.timeout {
         Some(secs) if !(secs.is_finite() && secs >= 0.0) => {
             bail!("--timeout {secs} is not a number of seconds (use e.g. --timeout 10)")
@@ -131,7 +192,12 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     // Same checks on every platform, before anything is started.
-    kiln_vmm::check_image(&bytes, memory_bytes)?;
+    let memory_limit = if platform == Platform::Linuxu {
+        u64::MAX
+    } else {
+        memory_bytes
+    };
+    kiln_vmm::check_image(&bytes, memory_limit)?;
     if verbose {
         eprintln!(
             "kiln: booting {} on {platform} with {} MiB, cmdline {cmdline:?}",
@@ -162,6 +228,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             outcome.ending
         }
         Platform::Qemu => crate::qemu::run(&image, memory_bytes, &cmdline, timeout, verbose)?,
+        Platform::Linuxu => {
+            crate::linuxu::run(&image, memory_bytes, &options, &guest_args, timeout)?
+        }
     };
     Ok(report(&ending))
 }
@@ -189,6 +258,12 @@ pub fn report(ending: &Ending) -> u8 {
         Ending::HypervisorError { detail } => {
             eprintln!("kiln: error: the hypervisor stopped the guest: {detail}");
             exit::HOST_VM_ERROR
+        }
+        Ending::SandboxViolation { syscall } => {
+            eprintln!(
+                "kiln: error: sandbox violation: the guest made Linux system call {syscall}, which the linuxu sandbox does not allow (docs/adr/0004 lists what it allows)"
+            );
+            exit::SANDBOX_VIOLATION
         }
         Ending::UnhandledAccessLoop { what } => {
             eprintln!(

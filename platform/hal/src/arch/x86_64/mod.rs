@@ -5,7 +5,7 @@
 //! drift apart.
 
 use kiln_abi::port;
-#[cfg(kiln_guest)]
+#[cfg(all(kiln_guest, not(kiln_linuxu)))]
 use kiln_abi::{sc, upcall};
 
 /// Pages the supervisor may occupy from 1 MiB on (mapped supervisor-only).
@@ -18,7 +18,7 @@ pub const BOOT_STACK_BYTES: usize = 128 * 1024;
 
 /// Bytes of the TSS I/O bitmap.
 #[cfg_attr(
-    not(kiln_guest),
+    not(all(kiln_guest, not(kiln_linuxu))),
     allow(dead_code, reason = "used by the guest-only supervisor and tests")
 )]
 const IO_BITMAP_BYTES: usize = port::IO_BITMAP_PORTS as usize / 8;
@@ -33,7 +33,7 @@ const fn io_open(i: usize) -> (usize, u8) {
     (byte, !(bits << (first % 8)))
 }
 #[cfg_attr(
-    not(kiln_guest),
+    not(all(kiln_guest, not(kiln_linuxu))),
     allow(dead_code, reason = "used by the guest-only supervisor and tests")
 )]
 const IO_OPEN: [(usize, u8); 3] = [io_open(0), io_open(1), io_open(2)];
@@ -41,7 +41,7 @@ const _: () = assert!(
     IO_OPEN[0].0 != IO_OPEN[1].0 && IO_OPEN[1].0 != IO_OPEN[2].0 && IO_OPEN[0].0 != IO_OPEN[2].0
 );
 
-#[cfg(kiln_guest)]
+#[cfg(all(kiln_guest, not(kiln_linuxu)))]
 core::arch::global_asm!(
     include_str!("supervisor.S"),
     SUP_PAGES = const SUP_PAGES,

@@ -1,0 +1,196 @@
+//! The linuxu sandbox: a seccomp BPF filter over the process's system calls.
+//!
+//! Allowed, and nothing else ([`ALLOWED`], 7 calls):
+//!
+//! | call | why |
+//! |---|---|
+//! | `write` | the console (stdout) |
+//! | `mmap` | map-window pages — only if `prot` is not both write and execute |
+//! | `munmap` | unmapping them |
+//! | `rt_sigreturn` | returning from upcall (signal) handlers |
+//! | `pause` | `halt` |
+//! | `setitimer` | the one-shot timer |
+//! | `exit_group` | exit |
+//!
+//! Everything set up before the filter (RAM memfd, signal handlers,
+//! alternate stack) needs no call after it. A call outside the list, or
+//! from another architecture or ABI (x32), returns `SECCOMP_RET_TRAP`:
+//! the process gets `SIGSYS`, reports the call's number and exits with
+//! [`kiln_abi::exit::SANDBOX_VIOLATION`]; it cannot install another
+//! `SIGSYS` handler because `rt_sigaction` is not allowed.
+
+use super::nr;
+
+/// One BPF instruction (`struct sock_filter`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockFilter {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Operand.
+    pub k: u32,
+}
+
+/// System calls the filter allows, with their names.
+pub const ALLOWED: [(u64, &str); 7] = [
+    (nr::WRITE, "write"),
+    (nr::MMAP, "mmap"),
+    (nr::MUNMAP, "munmap"),
+    (nr::RT_SIGRETURN, "rt_sigreturn"),
+    (nr::PAUSE, "pause"),
+    (nr::SETITIMER, "setitimer"),
+    (nr::EXIT_GROUP, "exit_group"),
+];
+
+const LD_W_ABS: u16 = 0x20;
+const JEQ_K: u16 = 0x15;
+const JGE_K: u16 = 0x35;
+const AND_K: u16 = 0x54;
+const RET_K: u16 = 0x06;
+
+/// `AUDIT_ARCH_X86_64`.
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// Filter results.
+pub const RET_ALLOW: u32 = 0x7fff_0000;
+/// Deliver SIGSYS.
+pub const RET_TRAP: u32 = 0x0003_0000;
+
+/// `seccomp_data` offsets.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+/// Low 32 bits of `args[2]` (mmap's `prot`).
+const OFF_ARG2: u32 = 16 + 2 * 8;
+
+const PROT_WRITE_EXEC: u32 = 2 | 4;
+
+const fn stmt(code: u16, k: u32) -> SockFilter {
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
+/// Instructions in the filter.
+pub const LEN: usize = 4 + ALLOWED.len() + 6;
+
+/// Builds the filter program.
+///
+/// Layout (BPF jumps only forward): arch check, number load, x32 check,
+/// one `jeq` per allowed call, `ret TRAP` for no match, then mmap's check
+/// of `prot` (`ld`, `and`, `jeq`), `ret ALLOW`, `ret TRAP`.
+pub const fn filter() -> [SockFilter; LEN] {
+    let n = ALLOWED.len();
+    let trap = 4 + n; // no call matched
+    let mmap_check = trap + 1;
+    let allow = trap + 4;
+    let mut p = [stmt(RET_K, RET_TRAP); LEN];
+    p[0] = stmt(LD_W_ABS, OFF_ARCH);
+    p[1] = jump(JEQ_K, AUDIT_ARCH_X86_64, 0, (trap - 2) as u8);
+    p[2] = stmt(LD_W_ABS, OFF_NR);
+    p[3] = jump(JGE_K, 0x4000_0000, (trap - 4) as u8, 0);
+    let mut i = 0;
+    while i < n {
+        let at = 4 + i;
+        let target = if ALLOWED[i].0 == nr::MMAP {
+            mmap_check
+        } else {
+            allow
+        };
+        p[at] = jump(JEQ_K, ALLOWED[i].0 as u32, (target - at - 1) as u8, 0);
+        i += 1;
+    }
+    p[trap] = stmt(RET_K, RET_TRAP);
+    p[mmap_check] = stmt(LD_W_ABS, OFF_ARG2);
+    p[mmap_check + 1] = stmt(AND_K, PROT_WRITE_EXEC);
+    p[mmap_check + 2] = jump(JEQ_K, PROT_WRITE_EXEC, 1, 0);
+    p[allow] = stmt(RET_K, RET_ALLOW);
+    p[allow + 1] = stmt(RET_K, RET_TRAP);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BPF interpreter for the instructions the filter uses.
+    fn run(prog: &[SockFilter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + i * 8..24 + i * 8].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            pc += 1;
+            match ins.code {
+                LD_W_ABS => {
+                    let o = ins.k as usize;
+                    acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+                }
+                AND_K => acc &= ins.k,
+                JEQ_K => pc += usize::from(if acc == ins.k { ins.jt } else { ins.jf }),
+                JGE_K => pc += usize::from(if acc >= ins.k { ins.jt } else { ins.jf }),
+                RET_K => return ins.k,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    #[test]
+    fn allows_exactly_the_listed_calls() {
+        let prog = filter();
+        for n in 0..450u32 {
+            let allowed = ALLOWED.iter().any(|(a, _)| *a == u64::from(n));
+            let expect = if allowed { RET_ALLOW } else { RET_TRAP };
+            assert_eq!(
+                run(&prog, AUDIT_ARCH_X86_64, n, [0, 0, 1, 0, 0, 0]),
+                expect,
+                "syscall {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn mmap_write_and_execute_is_refused() {
+        let prog = filter();
+        let m = nr::MMAP as u32;
+        for (prot, expect) in [
+            (1, RET_ALLOW),
+            (3, RET_ALLOW),
+            (5, RET_ALLOW),
+            (6, RET_TRAP),
+            (7, RET_TRAP),
+        ] {
+            assert_eq!(
+                run(&prog, AUDIT_ARCH_X86_64, m, [0, 4096, prot, 1, 3, 0]),
+                expect,
+                "prot {prot}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_architectures_and_x32_are_refused() {
+        let prog = filter();
+        assert_eq!(run(&prog, 0x4000_0003, 1, [0; 6]), RET_TRAP);
+        assert_eq!(run(&prog, AUDIT_ARCH_X86_64, 0x4000_0001, [0; 6]), RET_TRAP);
+    }
+
+    #[test]
+    fn the_list_has_seven_calls() {
+        assert_eq!(ALLOWED.len(), 7);
+        assert_eq!(filter().len(), LEN);
+    }
+}

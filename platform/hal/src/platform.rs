@@ -1,0 +1,99 @@
+//! The platform seam: what every guest platform gives the runtime.
+//!
+//! Two implementations exist, chosen when the image is built (the build
+//! recipe sets `--cfg kiln_linuxu` for the Linux-process platform):
+//!
+//! - [`Pvh`]: a PVH virtual machine (embedded VMM, QEMU, Firecracker) with
+//!   the CPL0 supervisor of `arch::x86_64`;
+//! - [`crate::linuxu::LinuxProcess`]: an ordinary, seccomp-sandboxed Linux
+//!   process.
+//!
+//! [`Current`] names the one compiled in. Everything above the HAL uses
+//! only this trait (through [`crate::sc`], [`crate::console`],
+//! [`crate::timer`]), so libraries and apps are the same crates on every
+//! platform.
+
+use crate::sc::ScError;
+
+/// What a guest platform provides.
+pub trait Platform {
+    /// Short name for messages.
+    const NAME: &'static str;
+    /// Writes bytes to the console (never blocks on a lock).
+    fn console_write(bytes: &[u8]);
+    /// Ends the guest with `status`.
+    fn exit(status: u8) -> !;
+    /// Waits for the next interrupt (signal on linuxu); its upcall handler
+    /// has run when this returns.
+    fn halt();
+    /// Maps the frame at `paddr` at `vaddr` in the map window, W^X enforced.
+    fn map(vaddr: u64, paddr: u64, flags: u64) -> Result<(), ScError>;
+    /// Removes a mapping made by `map`.
+    fn unmap(vaddr: u64) -> Result<(), ScError>;
+    /// Raises the timer interrupt (vector `TIMER_VECTOR`) once, after
+    /// about `us` microseconds.
+    fn timer_oneshot_us(us: u64) -> Result<(), ScError>;
+}
+
+/// The PVH virtual-machine platform (CPL0 supervisor + CPL3 Rust).
+pub struct Pvh;
+
+/// x2APIC registers used by the one-shot timer.
+mod x2apic {
+    pub const SVR: u32 = 0x80f;
+    pub const LVT_TIMER: u32 = 0x832;
+    pub const TIMER_INITIAL: u32 = 0x838;
+    pub const TIMER_DIVIDE: u32 = 0x83e;
+    /// Spurious vector: the last one inside the supervisor's IDT.
+    pub const SPURIOUS_VECTOR: u64 = kiln_abi::upcall::VECTORS as u64 - 1;
+    /// Timer ticks per microsecond with divide-by-1 (KVM's APIC bus runs
+    /// at 1 GHz; calibration comes with the clock work).
+    pub const TICKS_PER_US: u64 = 1000;
+}
+
+impl Platform for Pvh {
+    const NAME: &'static str = "pvh";
+
+    fn console_write(bytes: &[u8]) {
+        crate::console::pvh_write(bytes);
+    }
+
+    fn exit(status: u8) -> ! {
+        crate::sc::raw(kiln_abi::sc::EXIT, u64::from(status), 0, 0);
+        // The supervisor halts forever when no exit device answered.
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
+    fn halt() {
+        crate::sc::raw(kiln_abi::sc::HALT, 0, 0, 0);
+    }
+
+    fn map(vaddr: u64, paddr: u64, flags: u64) -> Result<(), ScError> {
+        crate::sc::result(crate::sc::raw(kiln_abi::sc::MAP, vaddr, paddr, flags)).map(|_| ())
+    }
+
+    fn unmap(vaddr: u64) -> Result<(), ScError> {
+        crate::sc::result(crate::sc::raw(kiln_abi::sc::UNMAP, vaddr, 0, 0)).map(|_| ())
+    }
+
+    fn timer_oneshot_us(us: u64) -> Result<(), ScError> {
+        use x2apic::*;
+        let ticks = us
+            .saturating_mul(TICKS_PER_US)
+            .clamp(1, u64::from(u32::MAX));
+        crate::sc::apic_write(SVR, 0x100 | SPURIOUS_VECTOR)?;
+        crate::sc::apic_write(TIMER_DIVIDE, 0xb)?;
+        crate::sc::apic_write(LVT_TIMER, u64::from(kiln_abi::upcall::TIMER_VECTOR))?;
+        crate::sc::apic_write(TIMER_INITIAL, ticks)
+    }
+}
+
+/// The platform this image was built for.
+#[cfg(not(kiln_linuxu))]
+pub type Current = Pvh;
+
+/// The platform this image was built for.
+#[cfg(kiln_linuxu)]
+pub type Current = crate::linuxu::LinuxProcess;

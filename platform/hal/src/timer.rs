@@ -1,0 +1,14 @@
+//! A one-shot timer interrupt, the seed of the clock and scheduler work.
+//!
+//! [`oneshot_us`] raises vector [`kiln_abi::upcall::TIMER_VECTOR`] once,
+//! after about the given time: through the x2APIC timer on PVH, through
+//! `setitimer` and `SIGALRM` on linuxu. Register a handler with
+//! [`crate::upcall::register`] first.
+
+use crate::platform::{Current, Platform};
+use crate::sc::ScError;
+
+/// Arms the one-shot timer. Errors: `ENODEV` when the CPU has no x2APIC.
+pub fn oneshot_us(us: u64) -> Result<(), ScError> {
+    Current::timer_oneshot_us(us)
+}

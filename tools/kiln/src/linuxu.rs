@@ -1,0 +1,85 @@
+//! The linuxu platform: the image is a static Linux executable, run as a
+//! child process.
+//!
+//! Kernel options travel as arguments before `--` (`mem=BYTES`, `log=`),
+//! the application's after it. The process confines itself with seccomp
+//! before `main` (see `kiln_hal::linuxu`); a forbidden system call ends it
+//! with `SANDBOX_VIOLATION` after it printed the call's number.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kiln_vmm::Ending;
+
+/// How the guest reports a forbidden system call on stderr (must match
+/// `kiln_hal::linuxu::VIOLATION_PREFIX`).
+const VIOLATION_PREFIX: &str = "kiln: sandbox violation: system call ";
+
+/// Runs the linuxu executable `image` until it ends or `timeout` expires.
+pub fn run(
+    image: &Path,
+    memory_bytes: u64,
+    options: &[(&str, &str)],
+    args: &[String],
+    timeout: Option<Duration>,
+) -> anyhow::Result<Ending> {
+    let mut cmd = Command::new(image);
+    cmd.arg(format!("mem={memory_bytes}"));
+    for (k, v) in options {
+        cmd.arg(if v.is_empty() {
+            k.to_string()
+        } else {
+            format!("{k}={v}")
+        });
+    }
+    cmd.arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {} as a linuxu process", image.display()))?;
+    // Forward the guest's stderr, noting a sandbox-violation report.
+    let stderr = child.stderr.take().context("the guest's stderr")?;
+    let watcher = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let mut violation = None;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix(VIOLATION_PREFIX) {
+                violation = rest.split(' ').next().and_then(|n| n.parse::<i64>().ok());
+            }
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+        violation
+    });
+    let Some(status) = crate::child::wait_or_kill(&mut child, started, timeout)? else {
+        return Ok(Ending::TimedOut {
+            after: timeout.unwrap_or_default(),
+        });
+    };
+    let violation = watcher.join().ok().flatten();
+    if let Some(number) = violation
+        && status.code() == Some(i32::from(kiln_abi::exit::SANDBOX_VIOLATION))
+    {
+        return Ok(Ending::SandboxViolation { syscall: number });
+    }
+    if let Some(code) = status.code() {
+        return Ok(Ending::Exited(code as u8));
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let signal = status.signal().unwrap_or(0);
+    Ok(Ending::HypervisorError {
+        detail: match signal {
+            31 => {
+                "the guest process was killed by SIGSYS (a system call outside its sandbox)".into()
+            }
+            s => format!("the guest process was killed by signal {s}"),
+        },
+    })
+}
