@@ -51,8 +51,7 @@ fn hello_boots_with_two_mib() {
 #[test]
 fn hello_image_is_at_most_64_kib_stripped() {
     build("hello");
-    let image = root().join("target/guest/x86_64-unknown-linux-gnu/guest/hello");
-    let bytes = std::fs::read(&image).unwrap();
+    let bytes = std::fs::read(image("hello", "kvm")).unwrap();
     assert!(bytes.len() <= 64 * 1024, "hello is {} bytes", bytes.len());
     // Stripped: no symbol table section name in the file.
     assert!(
@@ -63,15 +62,14 @@ fn hello_image_is_at_most_64_kib_stripped() {
 
 #[test]
 fn guest_log_level_comes_from_the_command_line() {
-    if !kvm_or_skip("guest_log_level_comes_from_the_command_line") {
-        return;
+    for p in platforms("guest_log_level_comes_from_the_command_line") {
+        let out = run_app("hello", p, &["--log", "debug"]);
+        let text = stdout(&out);
+        assert!(text.contains("[DEBUG kiln_rt] memory:"), "on {p}: {text}");
+        assert_eq!(status(&out), 0);
+        let out = run_app("hello", p, &["--log", "warn"]);
+        assert!(!stdout(&out).contains("DEBUG"), "on {p}");
     }
-    let out = run_app("hello", "kvm", &["--log", "debug"]);
-    let text = stdout(&out);
-    assert!(text.contains("[DEBUG kiln_rt] memory:"), "{text}");
-    assert_eq!(status(&out), 0);
-    let out = run_app("hello", "kvm", &["--log", "warn"]);
-    assert!(!stdout(&out).contains("DEBUG"));
 }
 
 #[test]
@@ -115,17 +113,24 @@ fn null_dereference_prints_a_crash_report_and_exits_102() {
 
 #[test]
 fn each_exception_kind_is_named() {
-    if !kvm_or_skip("each_exception_kind_is_named") {
-        return;
+    let mut p = vec!["linuxu"];
+    if kvm_or_skip("each_exception_kind_is_named on kvm") {
+        p.push("kvm");
     }
-    for (kind, name) in [
-        ("ud", "#UD (invalid opcode)"),
-        ("gp", "#GP (general protection fault)"),
-        ("de", "#DE (divide error)"),
-    ] {
-        let out = run_app("fault", "kvm", &["--", kind]);
-        assert!(stdout(&out).contains(name), "{kind}: {}", stdout(&out));
-        assert_eq!(status(&out), 102, "{kind}");
+    for p in p {
+        for (kind, name) in [
+            ("ud", "#UD (invalid opcode)"),
+            ("gp", "#GP (general protection fault)"),
+            ("de", "#DE (divide error)"),
+        ] {
+            let out = run_app("fault", p, &["--", kind]);
+            assert!(
+                stdout(&out).contains(name),
+                "{kind} on {p}: {}",
+                stdout(&out)
+            );
+            assert_eq!(status(&out), 102, "{kind} on {p}");
+        }
     }
 }
 
@@ -144,7 +149,7 @@ fn fault_inside_the_handler_exits_103() {
 
 #[test]
 fn fault_in_the_supervisor_is_reported_and_exits_106() {
-    for p in platforms("fault_in_the_supervisor_is_reported_and_exits_106") {
+    for p in vm_platforms("fault_in_the_supervisor_is_reported_and_exits_106") {
         let out = run_app("fault", p, &["--", "supervisor"]);
         assert!(
             stdout(&out).contains("CPU exception in the supervisor"),
@@ -176,7 +181,7 @@ fn exit_without_an_exit_device_halts_the_cpu() {
         return;
     }
     build("hello");
-    let image = root().join("target/guest/x86_64-unknown-linux-gnu/guest/hello");
+    let image = image("hello", "qemu");
     let mut child = std::process::Command::new("qemu-system-x86_64")
         .args(["-M", "microvm,pic=off,pit=off,rtc=off", "-accel", "kvm"])
         .args([
@@ -231,11 +236,87 @@ fn supervisor_selftest_passes() {
     for p in platforms("supervisor_selftest_passes") {
         let out = run_app("selftest", p, &[]);
         let text = stdout(&out);
-        assert!(
-            text.contains("selftest: 17 passed, 0 failed"),
-            "on {p}: {text}"
-        );
+        // linuxu has no supervisor: its three supervisor-only cases are skipped.
+        let expect = if p == "linuxu" {
+            "selftest: 14 passed, 0 failed, 3 skipped"
+        } else {
+            "selftest: 17 passed, 0 failed, 0 skipped"
+        };
+        assert!(text.contains(expect), "on {p}: {text}");
         assert!(!text.contains("FAILED"), "on {p}: {text}");
         assert_eq!(status(&out), 0, "on {p}");
     }
+}
+
+#[test]
+fn linuxu_sandbox_kills_a_forbidden_system_call() {
+    let out = run_app("fault", "linuxu", &["--", "syscall"]);
+    assert_eq!(status(&out), 107, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("sandbox violation"), "{err}");
+    assert!(err.contains("Linux system call 39"), "{err}");
+    assert!(
+        !stdout(&out).contains("syscall returned"),
+        "the call returned instead of being stopped"
+    );
+}
+
+#[test]
+fn vm_platforms_answer_a_raw_system_call_with_enosys() {
+    for p in vm_platforms("vm_platforms_answer_a_raw_system_call_with_enosys") {
+        let out = run_app("fault", p, &["--", "syscall"]);
+        assert!(
+            stdout(&out).contains("syscall returned -38"),
+            "on {p}: {}",
+            stdout(&out)
+        );
+        assert_eq!(status(&out), 0, "on {p}");
+    }
+}
+
+#[test]
+fn without_kvm_run_falls_back_to_linuxu() {
+    build_for("hello", "linuxu");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "-q", app("hello").to_str().unwrap(), "--", "no-kvm"])
+        .env("KILN_KVM_DEVICE", "/nonexistent/kvm")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "Hello from Kiln!\nno-kvm\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(status(&out), 0);
+    let notices = stderr(&out)
+        .lines()
+        .filter(|l| l.contains("running on linuxu"))
+        .count();
+    assert_eq!(notices, 1, "{}", stderr(&out));
+}
+
+#[test]
+fn images_run_only_on_their_platform() {
+    build_for("hello", "kvm");
+    build_for("hello", "linuxu");
+    let vm = image("hello", "kvm");
+    let process = image("hello", "linuxu");
+    let out = kiln(&["run", vm.to_str().unwrap(), "--platform", "linuxu"]);
+    assert_eq!(status(&out), 1);
+    assert!(stderr(&out).contains("is a VM image"), "{}", stderr(&out));
+    let out = kiln(&["run", process.to_str().unwrap(), "--platform", "kvm"]);
+    assert_eq!(status(&out), 1);
+    assert!(
+        stderr(&out).contains("is a linuxu executable"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kiln(&["run", process.to_str().unwrap(), "--", "plain"]);
+    assert_eq!(
+        stdout(&out),
+        "Hello from Kiln!\nplain\n",
+        "{}",
+        stderr(&out)
+    );
 }

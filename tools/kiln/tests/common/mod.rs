@@ -20,15 +20,23 @@ pub fn app(name: &str) -> PathBuf {
     root().join("apps").join(name)
 }
 
-/// Whether /dev/kvm can be used; prints a skip line for `test` when not.
+/// Whether KVM can be used; prints a skip line for `test` when not.
+///
+/// The device is `/dev/kvm`, or `KILN_KVM_DEVICE` as for `kiln` itself
+/// (`KILN_KVM_DEVICE=/nonexistent cargo test` runs the suite as on a
+/// machine without KVM).
 pub fn kvm_or_skip(test: &str) -> bool {
+    let device = std::env::var_os("KILN_KVM_DEVICE").unwrap_or_else(|| "/dev/kvm".into());
     let ok = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
+        .open(&device)
         .is_ok();
     if !ok {
-        println!("SKIP {test}: /dev/kvm is not available on this machine");
+        println!(
+            "SKIP {test}: {} is not available on this machine",
+            device.to_string_lossy()
+        );
     }
     ok
 }
@@ -53,15 +61,35 @@ pub fn qemu_or_skip(test: &str) -> bool {
 /// Guest builds share one target directory: build each app once, serially.
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Builds `apps/NAME` (quietly) and panics with Cargo's output if it fails.
+/// Builds `apps/NAME` as a VM image (quietly); panics with the build output on failure.
 pub fn build(name: &str) {
+    build_for(name, "kvm");
+}
+
+/// Builds `apps/NAME` for `platform` (kvm and qemu share one image).
+pub fn build_for(name: &str, platform: &str) {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let out = kiln(&["build", "-q", app(name).to_str().unwrap()]);
+    let app = app(name);
+    let out = kiln(&["build", "-q", "--platform", platform, app.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "building {name} failed:\n{}",
         stderr(&out)
     );
+}
+
+/// The built image of `apps/NAME` for `platform`.
+pub fn image(name: &str, platform: &str) -> PathBuf {
+    let dir = if platform == "linuxu" {
+        "guest-linuxu"
+    } else {
+        "guest"
+    };
+    root()
+        .join("target")
+        .join(dir)
+        .join("x86_64-unknown-linux-gnu/guest")
+        .join(name)
 }
 
 /// Runs the kiln binary with `args`.
@@ -75,7 +103,7 @@ pub fn kiln(args: &[&str]) -> Output {
 
 /// Builds then runs `kiln run -q APP --platform P EXTRA...`.
 pub fn run_app(name: &str, platform: &str, extra: &[&str]) -> Output {
-    build(name);
+    build_for(name, platform);
     let app = app(name);
     let mut args = vec!["run", "-q", app.to_str().unwrap(), "--platform", platform];
     args.extend_from_slice(extra);
@@ -99,8 +127,8 @@ pub fn status(out: &Output) -> i32 {
         .unwrap_or_else(|| panic!("kiln was killed: {:?}\n{}", out.status, stderr(out)))
 }
 
-/// The platforms usable here (each missing one is reported as skipped).
-pub fn platforms(test: &str) -> Vec<&'static str> {
+/// The VM platforms usable here (each missing one is reported as skipped).
+pub fn vm_platforms(test: &str) -> Vec<&'static str> {
     let mut p = Vec::new();
     if kvm_or_skip(&format!("{test} on kvm")) {
         p.push("kvm");
@@ -108,5 +136,12 @@ pub fn platforms(test: &str) -> Vec<&'static str> {
     if qemu_or_skip(&format!("{test} on qemu")) {
         p.push("qemu");
     }
+    p
+}
+
+/// Every platform usable here: the VM ones, and linuxu (needs only Linux).
+pub fn platforms(test: &str) -> Vec<&'static str> {
+    let mut p = vm_platforms(test);
+    p.push("linuxu");
     p
 }
