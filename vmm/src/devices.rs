@@ -107,7 +107,7 @@ pub struct Unhandled {
 }
 
 /// Consecutive identical unhandled accesses that count as a loop.
-pub const LOOP_LIMIT: u64 = 100_000;
+pub const LOOP_LIMIT: u64 = 20_000;
 /// How many unhandled accesses are logged.
 const LOG_LIMIT: u64 = 10;
 

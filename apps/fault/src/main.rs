@@ -5,7 +5,8 @@
 //! (divide error), `nested` (a fault inside an exception handler),
 //! `supervisor` (a fault at CPL0; VM platforms), `resume` (a handler
 //! resuming into a non-canonical address), `syscall` (a raw Linux system
-//! call: a sandbox violation on linuxu, `-ENOSYS` on VMs).
+//! call: a sandbox violation on linuxu, `-ENOSYS` on VMs), `mmio` (reads
+//! a VM address with no RAM forever: the VMM stops the loop).
 #![cfg_attr(kiln_guest, no_std)]
 #![no_main]
 
@@ -35,13 +36,14 @@ fn main(args: &[&str]) -> i32 {
         }
         "supervisor" => provoke::supervisor_fault(),
         "resume" => provoke::bad_resume(),
+        "mmio" => provoke::unhandled_mmio_loop(),
         "syscall" => {
             kiln_rt::println!("syscall returned {}", provoke::forbidden_syscall());
             return 0;
         }
         other => {
             kiln_rt::println!(
-                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume or syscall)"
+                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume, syscall or mmio)"
             );
             return 2;
         }

@@ -83,3 +83,20 @@ pub fn forbidden_syscall() -> i64 {
     }
     ret
 }
+
+/// Reads, forever, an address inside the identity map where the VM has
+/// no RAM (512 MiB; guests smaller than that): every read is an MMIO exit
+/// nothing answers, which the embedded VMM must stop as a loop.
+pub fn unhandled_mmio_loop() -> ! {
+    loop {
+        let value: u64;
+        // SAFETY: the address is mapped (identity map) but backed by no
+        // guest RAM, so the read is an MMIO exit answered with all ones; it
+        // touches no memory the program owns.
+        unsafe {
+            core::arch::asm!("mov rax, qword ptr [rdi]", in("rdi") 0x2000_0000u64, out("rax") value,
+                options(nostack, readonly));
+        }
+        core::hint::black_box(value);
+    }
+}

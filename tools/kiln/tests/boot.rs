@@ -320,3 +320,18 @@ fn images_run_only_on_their_platform() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_guest_looping_on_unhandled_mmio_is_stopped() {
+    if !kvm_or_skip("a_guest_looping_on_unhandled_mmio_is_stopped") {
+        return;
+    }
+    let out = run_app("fault", "kvm", &["-m", "16M", "--", "mmio"]);
+    assert_eq!(status(&out), 126, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unhandled MMIO 0x20000000 (ignored)"), "{err}");
+    assert!(
+        err.contains("kept accessing MMIO 0x20000000, which no device handles"),
+        "{err}"
+    );
+}

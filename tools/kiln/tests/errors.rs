@@ -114,3 +114,20 @@ fn too_little_memory_for_the_runtime_is_reported_by_the_guest() {
     );
     assert!(stderr(&out).contains("ran out of memory"));
 }
+
+#[test]
+fn missing_qemu_says_how_to_install_it() {
+    build("hello");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "run",
+            "-q",
+            "--platform",
+            "qemu",
+            app("hello").to_str().unwrap(),
+        ])
+        .env("KILN_QEMU", "/nonexistent/qemu-system-x86_64")
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "apt-get install qemu-system-x86");
+}
