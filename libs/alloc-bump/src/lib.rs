@@ -42,9 +42,10 @@ impl BumpHeap {
 }
 
 impl HeapAllocator for BumpHeap {
-    fn init(&mut self, start: usize, size_bytes: usize) -> Result<(), AllocError> {
+    fn init(&mut self, memory: &'static mut [u8], _: &'static mut [u64]) -> Result<(), AllocError> {
+        let (start, size_bytes) = (memory.as_ptr() as usize, memory.len());
         let end = start.checked_add(size_bytes).ok_or(AllocError::BadRegion)?;
-        if start == 0 || size_bytes == 0 {
+        if size_bytes == 0 {
             return Err(AllocError::BadRegion);
         }
         *self = Self {
@@ -92,10 +93,10 @@ impl HeapAllocator for BumpHeap {
 mod tests {
     use super::*;
 
+    use kiln_alloc::testing;
+
     fn heap(size: usize) -> BumpHeap {
-        let mut h = BumpHeap::new();
-        h.init(0x10_0000, size).unwrap();
-        h
+        testing::heap::<BumpHeap>(size).0
     }
 
     fn layout(size: usize, align: usize) -> Layout {
@@ -146,10 +147,25 @@ mod tests {
     }
 
     #[test]
-    fn bad_regions_are_refused() {
+    fn empty_region_is_refused() {
         let mut h = BumpHeap::new();
-        assert_eq!(h.init(0, 10), Err(AllocError::BadRegion));
-        assert_eq!(h.init(usize::MAX, 10), Err(AllocError::BadRegion));
+        assert_eq!(
+            h.init(testing::region(0), testing::metadata(0)),
+            Err(AllocError::BadRegion)
+        );
         assert!(h.alloc(layout(1, 1)).is_none());
+    }
+
+    #[test]
+    fn random_operations_keep_blocks_disjoint_and_aligned() {
+        for seed in 1..20 {
+            assert!(testing::exercise::<BumpHeap>(1 << 20, seed, 2000, 300) > 500);
+        }
+    }
+
+    #[test]
+    fn region_is_reused_after_freeing_everything() {
+        let (first, second) = testing::refill::<BumpHeap>(64 << 10, 100);
+        assert_eq!(first, second);
     }
 }

@@ -8,12 +8,18 @@
 //!   runtime (`kiln-rt`) wraps the one an app names into its
 //!   `#[global_allocator]`.
 //!
-//! Implementations live in sibling crates (`kiln-alloc-bump`,
-//! `kiln-alloc-bitmap`, ...) and never depend on each other. Both traits
-//! work on addresses (`u64`/`usize`), not pointers, so implementations can
-//! be written, and unit-tested on the host, without `unsafe`: an allocator
-//! that must keep metadata inside the memory it manages belongs in
-//! `platform/`.
+//! Implementations live in sibling crates and never depend on each other:
+//! `kiln-alloc-bump` (region/bump, the smallest), `kiln-alloc-buddy`
+//! (binary buddy, out-of-band bitmaps), `platform/alloc-tlsf` (TLSF, the
+//! fast general-purpose one), `kiln-alloc-bitmap` (frames). A heap gets its
+//! memory as `&'static mut [u8]` — proof that nobody else uses it — plus a
+//! metadata array of the size it asked for ([`HeapAllocator::metadata_words`]),
+//! and answers with addresses, so allocators that never write into the
+//! memory they manage are written, and unit-tested on the host, without
+//! `unsafe`; one that keeps headers inside it (TLSF) lives in `platform/`.
+//!
+//! With the `test-utils` feature, [`testing`] offers a randomized checker
+//! every implementation runs in its tests.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -81,12 +87,29 @@ pub struct HeapStats {
 
 /// Serves allocations from one region of memory.
 pub trait HeapAllocator: Send {
-    /// Takes over `[start, start + size_bytes)`; called once before any allocation.
-    fn init(&mut self, start: usize, size_bytes: usize) -> Result<(), AllocError>;
+    /// Words of metadata needed to manage `size_bytes` of memory (0 by default).
+    fn metadata_words(size_bytes: usize) -> usize
+    where
+        Self: Sized,
+    {
+        let _ = size_bytes;
+        0
+    }
+    /// Takes over `memory` (and `metadata`, zeroed, at least
+    /// [`Self::metadata_words`] long); called once before any allocation.
+    fn init(
+        &mut self,
+        memory: &'static mut [u8],
+        metadata: &'static mut [u64],
+    ) -> Result<(), AllocError>;
     /// Returns the address of a block fitting `layout`, or `None` when out of memory.
     fn alloc(&mut self, layout: Layout) -> Option<usize>;
-    /// Frees a block returned by `alloc` with the same `layout`.
+    /// Frees a block returned by `alloc` with the same `layout`; addresses
+    /// it did not hand out (or already took back) are ignored.
     fn dealloc(&mut self, addr: usize, layout: Layout);
     /// Current usage.
     fn stats(&self) -> HeapStats;
 }
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;

@@ -32,12 +32,36 @@ impl<H: HeapAllocator + Default> GlobalHeap<H> {
     fn with<R>(&self, f: impl FnOnce(&mut H) -> R) -> Option<R> {
         let mut guard = self.inner.lock();
         if guard.is_none() {
-            let (start, size) = crate::memory::heap_region()?;
+            let (memory, metadata) = take_heap_region::<H>()?;
             let mut heap = H::default();
-            heap.init(start, size).ok()?;
+            heap.init(memory, metadata).ok()?;
             *guard = Some(heap);
         }
         guard.as_mut().map(f)
+    }
+}
+
+/// Splits the heap region into the allocator's metadata (first, 64-byte
+/// aligned) and the memory it manages; hands both out once.
+fn take_heap_region<H: HeapAllocator>() -> Option<(&'static mut [u8], &'static mut [u64])> {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let (start, size) = crate::memory::heap_region()?;
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return None;
+    }
+    let words = H::metadata_words(size);
+    let meta_bytes = (words * 8).next_multiple_of(64);
+    let mem_bytes = size.checked_sub(meta_bytes)?;
+    // SAFETY: [start, start + size) is the heap region `memory::init`
+    // reserved from free RAM (identity-mapped, writable, used by nothing
+    // else); the TAKEN flag makes this the only time slices over it are
+    // made, and the two slices do not overlap. `start` is page aligned.
+    unsafe {
+        let metadata = core::slice::from_raw_parts_mut(start as *mut u64, words);
+        metadata.fill(0);
+        let memory = core::slice::from_raw_parts_mut((start + meta_bytes) as *mut u8, mem_bytes);
+        Some((memory, metadata))
     }
 }
 
