@@ -106,6 +106,7 @@ impl Vm {
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("report CPUID"))?;
+        let cpuid = with_timing_leaf(cpuid, vcpu.get_tsc_khz().ok());
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
         set_pvh_entry_state(&vcpu, entry)?;
 
@@ -233,6 +234,39 @@ impl Vm {
             );
         }
     }
+}
+
+/// Adds the hypervisor timing leaf 0x4000_0010 (TSC and APIC-bus
+/// frequencies in kHz, as VMware and KVM guests read it) so the guest's
+/// clock needs no calibration loop.
+fn with_timing_leaf(cpuid: kvm_bindings::CpuId, tsc_khz: Option<u32>) -> kvm_bindings::CpuId {
+    const TIMING_LEAF: u32 = 0x4000_0010;
+    /// KVM's local-APIC timer runs at 1 GHz.
+    const APIC_BUS_KHZ: u32 = 1_000_000;
+    let Some(tsc_khz) = tsc_khz.filter(|k| *k > 0) else {
+        return cpuid;
+    };
+    let mut entries: Vec<kvm_bindings::kvm_cpuid_entry2> = cpuid
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|e| e.function != TIMING_LEAF)
+        .collect();
+    for e in entries.iter_mut() {
+        if e.function == 0x4000_0000 {
+            e.eax = e.eax.max(TIMING_LEAF);
+        }
+    }
+    if !entries.iter().any(|e| e.function == 0x4000_0000) {
+        return cpuid;
+    }
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: TIMING_LEAF,
+        eax: tsc_khz,
+        ebx: APIC_BUS_KHZ,
+        ..Default::default()
+    });
+    kvm_bindings::CpuId::from_entries(&entries).unwrap_or(cpuid)
 }
 
 /// What an `out` did.

@@ -254,6 +254,14 @@ impl HeapAllocator for BuddyHeap {
     }
 }
 
+/// In-guest tests of this allocator (feature `ktest`).
+#[cfg(feature = "ktest")]
+pub mod ktests {
+    /// The suite, for a runner image.
+    pub const SUITE: kiln_alloc::testing::kiln_ktest::Suite =
+        kiln_alloc::heap_suite!(super::BuddyHeap);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,14 @@ impl HeapAllocator for BumpHeap {
     }
 }
 
+/// In-guest tests of this allocator (feature `ktest`).
+#[cfg(feature = "ktest")]
+pub mod ktests {
+    /// The suite, for a runner image.
+    pub const SUITE: kiln_alloc::testing::kiln_ktest::Suite =
+        kiln_alloc::heap_suite!(super::BumpHeap);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

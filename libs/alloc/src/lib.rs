@@ -23,6 +23,9 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "test-utils")]
+extern crate alloc;
+
 use core::alloc::Layout;
 
 /// Size of one frame.
@@ -111,5 +114,5 @@ pub trait HeapAllocator: Send {
     fn stats(&self) -> HeapStats;
 }
 
-#[cfg(any(test, feature = "test-utils"))]
+#[cfg(feature = "test-utils")]
 pub mod testing;

@@ -13,6 +13,7 @@
 //! - [`console`]: the boot console — one hostcall per buffer on the
 //!   embedded VMM, COM1 on other VMs, stdout on linuxu.
 //! - [`timer`]: a one-shot timer interrupt (x2APIC, or `setitimer`).
+//! - [`time`]: the monotonic clock (TSC, or `clock_gettime`) and sleeping.
 //! - [`mem`]: the `memcpy` family the host-triple `core` links against.
 //! - [`provoke`]: deliberate CPU exceptions for tests of the fault paths;
 //!   `selftest` (guest builds): in-guest tests of every supervisor path.
@@ -30,6 +31,8 @@
 //! the timer is not calibrated yet (KVM's 1 GHz APIC bus is assumed).
 #![no_std]
 
+extern crate alloc;
+
 pub mod arch;
 pub mod console;
 pub mod linuxu;
@@ -37,8 +40,8 @@ pub mod mem;
 pub mod platform;
 pub mod provoke;
 pub mod sc;
-#[cfg(kiln_guest)]
 pub mod selftest;
+pub mod time;
 pub mod timer;
 pub mod upcall;
 

@@ -13,6 +13,7 @@
 //! | map window, W^X | `mmap(MAP_FIXED_NOREPLACE)` of the memfd, W+X refused here *and* by seccomp |
 //! | CPU exceptions | `SIGSEGV`/`SIGBUS`/`SIGILL`/`SIGFPE`/`SIGTRAP`: vector from `trapno` |
 //! | APIC timer | `setitimer` + `SIGALRM` (vector 32) |
+//! | TSC clock | `clock_gettime(CLOCK_MONOTONIC)` |
 //!
 //! Signals are turned into the same [`UpcallFrame`] as on PVH and handed to
 //! [`crate::upcall::dispatch`]; the edited frame is written back into the
@@ -40,6 +41,7 @@ pub mod nr {
     pub const WRITE: u64 = 1;
     pub const MMAP: u64 = 9;
     pub const MUNMAP: u64 = 11;
+    pub const CLOCK_GETTIME: u64 = 228;
     pub const RT_SIGACTION: u64 = 13;
     pub const RT_SIGRETURN: u64 = 15;
     pub const PAUSE: u64 = 34;
@@ -236,6 +238,19 @@ impl Platform for LinuxProcess {
         // SAFETY: the page was mapped by `map` in the window; no Rust
         // reference points into the window.
         crate::sc::result(unsafe { syscall6(nr::MUNMAP, [vaddr, 4096, 0, 0, 0, 0]) }).map(|_| ())
+    }
+
+    fn monotonic_ns() -> u64 {
+        const CLOCK_MONOTONIC: u64 = 1;
+        let mut ts = [0u64; 2];
+        // SAFETY: clock_gettime writes the 16-byte timespec it points to.
+        unsafe {
+            syscall6(
+                nr::CLOCK_GETTIME,
+                [CLOCK_MONOTONIC, ts.as_mut_ptr() as u64, 0, 0, 0, 0],
+            )
+        };
+        ts[0].saturating_mul(1_000_000_000).saturating_add(ts[1])
     }
 
     fn timer_oneshot_us(us: u64) -> Result<(), ScError> {

@@ -33,6 +33,8 @@ pub trait Platform {
     /// Raises the timer interrupt (vector `TIMER_VECTOR`) once, after
     /// about `us` microseconds.
     fn timer_oneshot_us(us: u64) -> Result<(), ScError>;
+    /// Nanoseconds since boot, monotonic.
+    fn monotonic_ns() -> u64;
 }
 
 /// The PVH virtual-machine platform (CPL0 supervisor + CPL3 Rust).
@@ -87,6 +89,10 @@ impl Platform for Pvh {
         crate::sc::apic_write(TIMER_DIVIDE, 0xb)?;
         crate::sc::apic_write(LVT_TIMER, u64::from(kiln_abi::upcall::TIMER_VECTOR))?;
         crate::sc::apic_write(TIMER_INITIAL, ticks)
+    }
+
+    fn monotonic_ns() -> u64 {
+        crate::time::tsc_monotonic_ns()
     }
 }
 

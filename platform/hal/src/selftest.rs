@@ -1,8 +1,8 @@
 //! In-guest tests of the supervisor: every CPL0 path, run on a booted guest.
 //!
-//! [`run_all`] runs each case and prints `selftest: NAME ... ok` or
-//! `... FAILED: why`; it returns the number of failures. `apps/selftest`
-//! boots it, and the integration tests check its output on every platform.
+//! [`SUITE`] holds every case as a `kiln_ktest` test; `apps/selftest`
+//! (and `apps/ktest`) run it, and the integration tests check the output
+//! on every platform.
 //!
 //! Covered: the supervisor-call gate and each call (map and unmap with
 //! their error cases and W^X, resume with edited registers, x2APIC writes,
@@ -16,109 +16,74 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_abi::sc::{self as abi_sc, errno};
 
+use kiln_ktest::{Env, Outcome, Suite};
+
 use crate::sc::{self, ScError};
 use crate::upcall::{self, UpcallFrame};
 
-/// One test case.
-pub struct Case {
-    /// Its name.
-    pub name: &'static str,
-    /// The test: `Err` explains a failure.
-    pub run: fn() -> Result<(), &'static str>,
-    /// Only meaningful with the CPL0 supervisor (skipped on linuxu).
-    pub pvh_only: bool,
+/// Wraps each `fn() -> Result<(), &str>` case as a ktest test that first
+/// makes sure the scratch pages exist.
+macro_rules! suite {
+    ($($f:ident $(= $p:literal)?),* $(,)?) => {{
+        mod wrapped {
+            $(
+                pub fn $f(env: &mut kiln_ktest::Env) -> kiln_ktest::Outcome {
+                    super::ensure_scratch(env)?;
+                    super::$f().map_err(|m| kiln_ktest::Failure {
+                        message: alloc::string::String::from(m),
+                        location: concat!(file!(), " ", stringify!($f)),
+                    })
+                }
+            )*
+        }
+        &[$(kiln_ktest::Test {
+            name: concat!("kiln_hal::selftest::", stringify!($f)),
+            run: wrapped::$f,
+            requires: suite!(@requires $($p)?),
+        }),*]
+    }};
+    (@requires) => { None };
+    (@requires $p:literal) => { Some($p) };
 }
 
-const fn case(name: &'static str, run: fn() -> Result<(), &'static str>) -> Case {
-    Case {
-        name,
-        run,
-        pvh_only: false,
-    }
-}
-
-const fn pvh_case(name: &'static str, run: fn() -> Result<(), &'static str>) -> Case {
-    Case {
-        name,
-        run,
-        pvh_only: true,
-    }
-}
-
-/// All cases, in order.
-pub const CASES: &[Case] = &[
-    pvh_case("syscall_returns_enosys", syscall_returns_enosys),
-    case("breakpoint_upcall_resumes", breakpoint_upcall_resumes),
-    case(
-        "resume_restores_edited_registers",
-        resume_restores_edited_registers,
-    ),
-    case("invalid_opcode_upcall", invalid_opcode_upcall),
-    case("general_protection_upcall", general_protection_upcall),
-    case("divide_error_upcall", divide_error_upcall),
-    case("null_read_page_fault_reports_cr2", null_read_page_fault),
-    case("map_rejects_bad_arguments", map_rejects_bad_arguments),
-    case(
-        "map_refuses_write_and_execute",
-        map_refuses_write_and_execute,
-    ),
-    pvh_case("map_refuses_supervisor_pages", map_refuses_supervisor_pages),
-    case("map_write_then_unmap", map_write_then_unmap),
-    case(
-        "read_only_mapping_faults_on_write",
-        read_only_mapping_faults_on_write,
-    ),
-    case("executable_mapping_runs_code", executable_mapping_runs_code),
-    case(
-        "non_executable_mapping_faults_on_fetch",
-        non_executable_mapping_faults_on_fetch,
-    ),
-    pvh_case("apic_write_range_is_checked", apic_write_range_is_checked),
-    case(
-        "timer_interrupt_while_running",
-        timer_interrupt_while_running,
-    ),
-    case(
-        "halt_wakes_on_timer_interrupt",
-        halt_wakes_on_timer_interrupt,
-    ),
+/// The supervisor's in-guest tests, as a [`kiln_ktest::Suite`].
+///
+/// Cases marked `pvh` test the CPL0 supervisor itself and are skipped on
+/// linuxu; the others test the platform API every platform provides.
+pub const SUITE: Suite = suite![
+    syscall_returns_enosys = "pvh",
+    breakpoint_upcall_resumes,
+    resume_restores_edited_registers,
+    invalid_opcode_upcall,
+    general_protection_upcall,
+    divide_error_upcall,
+    null_read_page_fault,
+    map_rejects_bad_arguments,
+    map_refuses_write_and_execute,
+    map_refuses_supervisor_pages = "pvh",
+    map_write_then_unmap,
+    read_only_mapping_faults_on_write,
+    executable_mapping_runs_code,
+    non_executable_mapping_faults_on_fetch,
+    apic_write_range_is_checked = "pvh",
+    timer_interrupt_while_running,
+    halt_wakes_on_timer_interrupt,
 ];
 
-/// Two page-aligned physical pages the mapping cases may overwrite.
+/// Two page-aligned pages the mapping cases may overwrite.
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
 
-/// Runs every case; returns the number of failures.
-///
-/// `scratch` is the address of two free, page-aligned, identity-mapped
-/// pages (e.g. from the frame allocator) that the mapping cases overwrite.
-pub fn run_all(print: fn(core::fmt::Arguments<'_>), scratch: u64) -> usize {
-    SCRATCH.store(scratch, Ordering::SeqCst);
-    let mut failures = 0;
-    let mut skipped = 0;
-    for case in CASES {
-        if case.pvh_only && cfg!(kiln_linuxu) {
-            skipped += 1;
-            print(format_args!(
-                "selftest: {} ... skipped (needs the CPL0 supervisor)\n",
-                case.name
-            ));
-            continue;
-        }
-        match (case.run)() {
-            Ok(()) => print(format_args!("selftest: {} ... ok\n", case.name)),
-            Err(why) => {
-                failures += 1;
-                print(format_args!("selftest: {} ... FAILED: {why}\n", case.name));
-            }
-        }
+fn ensure_scratch(env: &mut Env) -> Outcome {
+    if SCRATCH.load(Ordering::SeqCst) == 0 {
+        let Some(pages) = (env.memory)(8192) else {
+            return Err(kiln_ktest::Failure {
+                message: "no memory for the scratch pages".into(),
+                location: file!(),
+            });
+        };
+        SCRATCH.store(pages.as_mut_ptr() as u64, Ordering::SeqCst);
     }
-    print(format_args!(
-        "selftest: {} passed, {} failed, {} skipped\n",
-        CASES.len() - failures - skipped,
-        failures,
-        skipped
-    ));
-    failures
+    Ok(())
 }
 
 fn check(ok: bool, why: &'static str) -> Result<(), &'static str> {
@@ -214,7 +179,7 @@ fn null_read_page_fault() -> Result<(), &'static str> {
 
 const WINDOW: u64 = kiln_abi::MAP_WINDOW_BASE;
 
-/// The scratch pages given to [`run_all`].
+/// The scratch pages (see `ensure_scratch`).
 fn scratch_page() -> u64 {
     SCRATCH.load(Ordering::SeqCst)
 }

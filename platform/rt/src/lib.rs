@@ -41,6 +41,7 @@ pub mod heap;
 pub mod logger;
 pub mod memory;
 pub mod print;
+pub mod testing;
 
 pub use kiln_hal as hal;
 

@@ -22,6 +22,9 @@ pub enum Command {
     Build(BuildArgs),
     /// Build if needed, then boot an app directory or a built image.
     Run(RunArgs),
+    /// Build and boot an in-guest test runner (default: apps/ktest); ARGS
+    /// filter tests by name. Exits 0 when every test passed.
+    Test(RunArgs),
 }
 
 /// `kiln build` flags.

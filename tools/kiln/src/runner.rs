@@ -18,7 +18,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Build(args) => build(args),
         Command::Run(args) => run(args),
+        Command::Test(args) => test(args),
     }
+}
+
+/// `kiln test`: boots a test runner and says how it went.
+fn test(mut args: RunArgs) -> anyhow::Result<u8> {
+    // From the workspace root, `kiln test` means the workspace's runner.
+    if args.target == Path::new(".") && !Path::new(kiln_build::manifest::FILE_NAME).exists() {
+        args.target = Path::new("apps").join("ktest");
+    }
+    let status = run(args)?;
+    match status {
+        0 => eprintln!("kiln: all in-guest tests passed"),
+        1..=99 => eprintln!("kiln: {status} in-guest test(s) failed (see the FAILED lines above)"),
+        _ => eprintln!(
+            "kiln: the test run did not finish (exit status {status}); the last test line names the test that stopped it"
+        ),
+    }
+    Ok(status)
 }
 
 fn verbose_env() -> bool {

@@ -238,9 +238,9 @@ fn supervisor_selftest_passes() {
         let text = stdout(&out);
         // linuxu has no supervisor: its three supervisor-only cases are skipped.
         let expect = if p == "linuxu" {
-            "selftest: 14 passed, 0 failed, 3 skipped"
+            "ktest: 14 passed, 0 failed, 3 skipped"
         } else {
-            "selftest: 17 passed, 0 failed, 0 skipped"
+            "ktest: 17 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}");
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -334,4 +334,22 @@ fn a_guest_looping_on_unhandled_mmio_is_stopped() {
         err.contains("kept accessing MMIO 0x20000000, which no device handles"),
         "{err}"
     );
+}
+
+#[test]
+fn kiln_test_runs_every_in_guest_suite() {
+    for p in platforms("kiln_test_runs_every_in_guest_suite") {
+        build_for("ktest", p);
+        let out = kiln(&["test", "-q", "--platform", p]);
+        let text = stdout(&out);
+        let expect = if p == "linuxu" {
+            "ktest: 34 passed, 0 failed, 4 skipped"
+        } else {
+            "ktest: 38 passed, 0 failed, 0 skipped"
+        };
+        assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
+        assert!(!text.contains("FAILED"), "on {p}: {text}");
+        assert_eq!(status(&out), 0, "on {p}");
+        assert!(stderr(&out).contains("all in-guest tests passed"), "on {p}");
+    }
 }

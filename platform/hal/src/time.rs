@@ -1,0 +1,207 @@
+//! Time: a monotonic clock and sleeping.
+//!
+//! [`now_ns`] counts nanoseconds since an arbitrary point at boot. On PVH it
+//! reads the TSC (unprivileged, no exit) scaled by its frequency, taken
+//! from the hypervisor timing leaf `0x4000_0010` (the embedded VMM sets
+//! it), else CPUID leaf `0x15`, else measured once against the local-APIC
+//! timer. On linuxu it is `clock_gettime(CLOCK_MONOTONIC)`.
+//!
+//! [`sleep_us`] arms the one-shot timer for the time left and halts until
+//! the deadline has passed, so it never returns early; it falls back to
+//! polling the clock when another handler owns the timer vector.
+//!
+//! Limits: no wall clock yet (RTC/kvmclock); one timer user at a time.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::platform::{Current, Platform};
+
+/// Nanoseconds since boot (monotonic).
+pub fn now_ns() -> u64 {
+    Current::monotonic_ns()
+}
+
+/// Microseconds since boot (monotonic).
+pub fn now_us() -> u64 {
+    now_ns() / 1000
+}
+
+static WOKEN: AtomicBool = AtomicBool::new(false);
+
+fn on_timer(_: &mut crate::upcall::UpcallFrame) {
+    WOKEN.store(true, Ordering::SeqCst);
+}
+
+/// Sleeps at least `us` microseconds.
+pub fn sleep_us(us: u64) {
+    let deadline = now_ns().saturating_add(us.saturating_mul(1000));
+    let vector = kiln_abi::upcall::TIMER_VECTOR;
+    let owned = crate::upcall::register(vector, on_timer).is_ok();
+    loop {
+        let now = now_ns();
+        if now >= deadline {
+            break;
+        }
+        let left_us = (deadline - now).div_ceil(1000);
+        if owned {
+            WOKEN.store(false, Ordering::SeqCst);
+            if crate::timer::oneshot_us(left_us).is_ok() {
+                // The timer may already have fired; halting would then wait
+                // for the next interrupt, so check first.
+                if !WOKEN.load(Ordering::SeqCst) {
+                    crate::sc::halt();
+                }
+                continue;
+            }
+        }
+        core::hint::spin_loop();
+    }
+    if owned {
+        crate::upcall::unregister(vector);
+    }
+}
+
+/// Sleeps at least `ms` milliseconds.
+pub fn sleep_ms(ms: u64) {
+    sleep_us(ms.saturating_mul(1000));
+}
+
+/// TSC ticks per millisecond (0 until known), and the TSC at calibration.
+static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
+static TSC_ORIGIN: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc is unprivileged (CR4.TSD is clear) and only reads.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
+fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// TSC ticks per millisecond from CPUID, if it says.
+fn tsc_per_ms_from_cpuid() -> Option<u64> {
+    let (hv_max, ..) = cpuid(0x4000_0000);
+    if (0x4000_0010..0x5000_0000).contains(&hv_max) {
+        let (khz, ..) = cpuid(0x4000_0010);
+        if khz != 0 {
+            return Some(u64::from(khz));
+        }
+    }
+    let (max, ..) = cpuid(0);
+    if max >= 0x15 {
+        let (den, num, crystal_hz, _) = cpuid(0x15);
+        if den != 0 && num != 0 && crystal_hz != 0 {
+            return Some(u64::from(crystal_hz) * u64::from(num) / u64::from(den) / 1000);
+        }
+    }
+    None
+}
+
+/// TSC ticks per millisecond measured against a 2 ms local-APIC timer.
+fn tsc_per_ms_measured() -> u64 {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    fn fired(_: &mut crate::upcall::UpcallFrame) {
+        FIRED.store(true, Ordering::SeqCst);
+    }
+    const MS: u64 = 2;
+    let vector = kiln_abi::upcall::TIMER_VECTOR;
+    if crate::upcall::register(vector, fired).is_err() {
+        return 1_000_000; // assume 1 GHz rather than hang
+    }
+    FIRED.store(false, Ordering::SeqCst);
+    let start = rdtsc();
+    let armed = crate::timer::oneshot_us(MS * 1000).is_ok();
+    while armed && !FIRED.load(Ordering::SeqCst) && rdtsc() - start < 20_000_000_000 {
+        core::hint::spin_loop();
+    }
+    crate::upcall::unregister(vector);
+    ((rdtsc() - start) / MS).max(1)
+}
+
+/// Monotonic nanoseconds from the TSC (PVH).
+pub(crate) fn tsc_monotonic_ns() -> u64 {
+    let mut per_ms = TSC_PER_MS.load(Ordering::Relaxed);
+    if per_ms == 0 {
+        TSC_ORIGIN.store(rdtsc(), Ordering::SeqCst);
+        per_ms = tsc_per_ms_from_cpuid().unwrap_or_else(tsc_per_ms_measured);
+        TSC_PER_MS.store(per_ms, Ordering::SeqCst);
+    }
+    let ticks = rdtsc().wrapping_sub(TSC_ORIGIN.load(Ordering::Relaxed));
+    (u128::from(ticks) * 1_000_000 / u128::from(per_ms)) as u64
+}
+
+/// TSC ticks per millisecond in use (0 before the clock was first read).
+pub fn tsc_per_ms() -> u64 {
+    TSC_PER_MS.load(Ordering::Relaxed)
+}
+
+/// In-guest tests of the clock and sleeping.
+pub mod ktests {
+    use kiln_ktest::{Env, Outcome, Suite, check, test};
+
+    use super::{now_ns, sleep_ms, sleep_us};
+
+    fn clock_is_monotonic_and_advances(_: &mut Env) -> Outcome {
+        let mut last = now_ns();
+        for _ in 0..10_000 {
+            let t = now_ns();
+            check!(t >= last, "clock went back from {last} to {t}");
+            last = t;
+        }
+        let before = now_ns();
+        sleep_us(200);
+        let slept = now_ns() - before;
+        check!(slept >= 200_000, "a 200 us sleep took {slept} ns");
+        Ok(())
+    }
+
+    fn sleep_10ms_takes_10_to_15ms(_: &mut Env) -> Outcome {
+        let before = now_ns();
+        sleep_ms(10);
+        let ms = (now_ns() - before) as f64 / 1e6;
+        check!((10.0..15.0).contains(&ms), "a 10 ms sleep took {ms:.3} ms");
+        Ok(())
+    }
+
+    fn sleep_1ms_takes_1_to_3ms(_: &mut Env) -> Outcome {
+        let before = now_ns();
+        sleep_ms(1);
+        let ms = (now_ns() - before) as f64 / 1e6;
+        check!((1.0..3.0).contains(&ms), "a 1 ms sleep took {ms:.3} ms");
+        Ok(())
+    }
+
+    fn zero_sleep_returns_at_once(_: &mut Env) -> Outcome {
+        let before = now_ns();
+        sleep_us(0);
+        let us = (now_ns() - before) / 1000;
+        check!(us < 1000, "a zero sleep took {us} us");
+        Ok(())
+    }
+
+    fn tsc_frequency_is_plausible(_: &mut Env) -> Outcome {
+        let _ = now_ns();
+        let per_ms = super::tsc_per_ms();
+        check!(
+            (100_000..10_000_000).contains(&per_ms),
+            "TSC runs at {per_ms} kHz"
+        );
+        Ok(())
+    }
+
+    /// The suite.
+    pub const SUITE: Suite = &[
+        test!(clock_is_monotonic_and_advances),
+        test!(sleep_10ms_takes_10_to_15ms),
+        test!(sleep_1ms_takes_1_to_3ms),
+        test!(zero_sleep_returns_at_once),
+        test!(tsc_frequency_is_plausible, requires = "pvh"),
+    ];
+}
