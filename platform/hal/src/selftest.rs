@@ -68,6 +68,7 @@ pub const SUITE: Suite = suite![
     apic_write_range_is_checked = "pvh",
     timer_interrupt_while_running,
     halt_wakes_on_timer_interrupt,
+    interrupt_preserves_sse_registers,
 ];
 
 /// Two page-aligned pages the mapping cases may overwrite.
@@ -410,5 +411,66 @@ fn halt_wakes_on_timer_interrupt() -> Result<(), &'static str> {
     check(
         ticks == 1,
         "halt returned without the interrupt being delivered",
+    )
+}
+
+/// A timer handler that wipes every SSE register, as compiled Rust in a
+/// handler may.
+fn tick_and_clobber_sse(_: &mut UpcallFrame) {
+    TICKS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: only SSE registers are written, and they are declared clobbered.
+    unsafe {
+        core::arch::asm!(
+            "pxor xmm0, xmm0", "pxor xmm1, xmm1", "pxor xmm2, xmm2", "pxor xmm3, xmm3",
+            "pxor xmm4, xmm4", "pxor xmm5, xmm5", "pxor xmm6, xmm6", "pxor xmm7, xmm7",
+            "pxor xmm8, xmm8", "pxor xmm9, xmm9", "pxor xmm10, xmm10", "pxor xmm11, xmm11",
+            "pxor xmm12, xmm12", "pxor xmm13, xmm13", "pxor xmm14, xmm14", "pxor xmm15, xmm15",
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _, out("xmm4") _, out("xmm5") _,
+            out("xmm6") _, out("xmm7") _, out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            options(nomem, nostack),
+        );
+    }
+}
+
+/// Regression test: upcall handlers once ran without saving the
+/// interrupted code's SSE state, so an interrupt could silently change
+/// its xmm registers.
+fn interrupt_preserves_sse_registers() -> Result<(), &'static str> {
+    TICKS.store(0, Ordering::SeqCst);
+    upcall::register(kiln_abi::upcall::TIMER_VECTOR, tick_and_clobber_sse)
+        .map_err(|_| "vector busy")?;
+    arm_timer(100)?;
+    let pattern: u64 = 0x0123_4567_89ab_cdef;
+    let (x0, x7, x15): (u64, u64, u64);
+    // SAFETY: only registers (declared) and the TICKS atomic (read) are
+    // touched; the loop is bounded.
+    unsafe {
+        core::arch::asm!(
+            "movq xmm0, {p}", "movq xmm7, {p}", "movq xmm15, {p}",
+            "mov rcx, 4000000000",
+            "2:",
+            "pause",
+            "cmp qword ptr [{ticks}], 0",
+            "jne 3f",
+            "dec rcx",
+            "jnz 2b",
+            "3:",
+            "movq {x0}, xmm0", "movq {x7}, xmm7", "movq {x15}, xmm15",
+            p = in(reg) pattern,
+            ticks = in(reg) TICKS.as_ptr(),
+            x0 = out(reg) x0, x7 = out(reg) x7, x15 = out(reg) x15,
+            out("rcx") _, out("xmm0") _, out("xmm7") _, out("xmm15") _,
+            options(nostack, readonly),
+        );
+    }
+    upcall::unregister(kiln_abi::upcall::TIMER_VECTOR);
+    check(
+        TICKS.load(Ordering::SeqCst) == 1,
+        "the timer interrupt did not arrive",
+    )?;
+    check(
+        x0 == pattern && x7 == pattern && x15 == pattern,
+        "an interrupt changed xmm registers",
     )
 }

@@ -99,9 +99,24 @@ pub fn dispatch(frame: &mut UpcallFrame) {
 
 /// Leaves the upcall handler, resuming the context saved in the frame.
 pub fn resume() -> ! {
-    let err = crate::sc::raw(kiln_abi::sc::RESUME, 0, 0, 0);
+    #[cfg(all(kiln_guest, not(kiln_linuxu)))]
+    // SAFETY: kiln_upcall_fx holds the x87/SSE state the trampoline saved
+    // with fxsave64 when this upcall began (16-byte aligned, 512 bytes);
+    // restoring it and entering the supervisor's resume call in one asm
+    // block means no compiled code can clobber it in between. If the resume
+    // fails (bad rip) the call returns and we only print and exit.
+    unsafe {
+        core::arch::asm!(
+            "fxrstor64 [rip + kiln_upcall_fx]",
+            "int3",
+            inlateout("rax") kiln_abi::sc::RESUME => _,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    #[cfg(not(all(kiln_guest, not(kiln_linuxu))))]
+    crate::sc::raw(kiln_abi::sc::RESUME, 0, 0, 0);
     // Only a non-canonical rip in the frame makes resume fail.
-    let _ = err;
     crate::console::write(b"\nkiln: cannot resume: the upcall frame holds a non-canonical rip\n");
     crate::sc::exit(kiln_abi::exit::DOUBLE_FAULT)
 }

@@ -404,7 +404,7 @@ from_user:
     pushq $(kiln_upcall_stack_top - 8)
     pushq $0x002                    /* interrupts stay off in the handler */
     pushq $UCODE
-    pushq $kiln_upcall_entry
+    pushq $kiln_upcall_trampoline
     movq $kiln_upcall_frame, %rdi
     iretq
 
@@ -533,6 +533,20 @@ kiln_lstar_stub:
 12: sysretq                         /* CPL0: back to CPL3 */
 .popsection
 
+/* ------------------------------------------------- upcall trampoline (CPL3) */
+/* The supervisor enters here on the upcall stack (rsp = top - 8, rdi =
+ * frame). The interrupted code's x87/SSE state is saved before any Rust
+ * runs (compiled Rust uses SSE registers freely); `upcall::resume` restores
+ * it right before the resume call. */
+.pushsection .text.kiln_upcall, "ax", @progbits
+.globl kiln_upcall_trampoline
+kiln_upcall_trampoline:
+    fxsave64 kiln_upcall_fx
+    subq $8, %rsp                   /* rsp = 8 mod 16 at the callee's entry */
+    call kiln_upcall_entry
+    ud2                             /* kiln_upcall_entry never returns */
+.popsection
+
 /* ------------------------------------------ supervisor zero-initialised */
 .pushsection .supervisor.bss, "aw", @nobits
 .balign 4096
@@ -561,6 +575,10 @@ x2apic_on:
 .globl kiln_upcall_frame
 kiln_upcall_frame:
     .skip {FRAME_SIZE}
+.balign 16
+.globl kiln_upcall_fx
+kiln_upcall_fx:                     /* fxsave area of the interrupted code */
+    .skip 512
 .balign 16
 kiln_upcall_stack:
     .skip 16384
