@@ -27,8 +27,22 @@ pub const APIC_WRITE: u64 = BASE + 5;
 /// `fault_test()`: executes `ud2` in the supervisor, to test the report
 /// of a fault at CPL0 (ends the guest with `exit::SUPERVISOR_FAULT`).
 pub const FAULT_TEST: u64 = BASE + 6;
+/// `protect(vaddr, pages, flags)`: sets the access of identity-mapped
+/// pages in the first 2 MiB (the image), outside the supervisor and the
+/// null page: a set of [`PROTECT_WRITE`], [`PROTECT_EXEC`], or
+/// [`PROTECT_NONE`] (unmapped, for guard pages). W+X is refused (`EPERM`).
+pub const PROTECT: u64 = BASE + 7;
 /// One past the last supervisor-call number.
-pub const END: u64 = BASE + 7;
+pub const END: u64 = BASE + 8;
+
+/// [`PROTECT`] flag: writable.
+pub const PROTECT_WRITE: u64 = 1;
+/// [`PROTECT`] flag: executable.
+pub const PROTECT_EXEC: u64 = 2;
+/// [`PROTECT`] flag: not mapped at all.
+pub const PROTECT_NONE: u64 = 4;
+/// Highest address (exclusive) [`PROTECT`] can change.
+pub const PROTECT_LIMIT: u64 = 2 << 20;
 
 /// [`MAP`] flag: the page is writable.
 pub const MAP_WRITE: u64 = 1;

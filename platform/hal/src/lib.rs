@@ -14,6 +14,7 @@
 //!   embedded VMM, COM1 on other VMs, stdout on linuxu.
 //! - [`timer`]: a one-shot timer interrupt (x2APIC, or `setitimer`).
 //! - [`time`]: the monotonic clock (TSC, or `clock_gettime`) and sleeping.
+//! - [`paging`]: W^X for the image and guard pages under the stacks.
 //! - [`mem`]: the `memcpy` family the host-triple `core` links against.
 //! - [`provoke`]: deliberate CPU exceptions for tests of the fault paths;
 //!   `selftest` (guest builds): in-guest tests of every supervisor path.
@@ -37,6 +38,7 @@ pub mod arch;
 pub mod console;
 pub mod linuxu;
 pub mod mem;
+pub mod paging;
 pub mod platform;
 pub mod provoke;
 pub mod sc;

@@ -69,6 +69,7 @@ pub const SUITE: Suite = suite![
     timer_interrupt_while_running,
     halt_wakes_on_timer_interrupt,
     interrupt_preserves_sse_registers,
+    supervisor_calls_preserve_registers = "pvh",
 ];
 
 /// Two page-aligned pages the mapping cases may overwrite.
@@ -473,4 +474,40 @@ fn interrupt_preserves_sse_registers() -> Result<(), &'static str> {
         x0 == pattern && x7 == pattern && x15 == pattern,
         "an interrupt changed xmm registers",
     )
+}
+
+/// Regression test: `protect` walked its range in rdi/rsi and
+/// `apic_write` loaded rdx for wrmsr, so callers that kept values in those
+/// registers across the call saw them changed.
+fn supervisor_calls_preserve_registers() -> Result<(), &'static str> {
+    let calls: [(u64, [u64; 3]); 4] = [
+        // protect(rodata page, 1, read-only) of a page already read-only.
+        (
+            kiln_abi::sc::PROTECT,
+            [crate::paging::image_layout().rodata.0, 1, 0],
+        ),
+        // apic_write(task priority register, 0).
+        (kiln_abi::sc::APIC_WRITE, [0x808, 0, 0x5555]),
+        (kiln_abi::sc::MAP, [WINDOW + 0x1f_f000, scratch_page(), 0]),
+        (kiln_abi::sc::UNMAP, [WINDOW + 0x1f_f000, 0x7777, 0x6666]),
+    ];
+    for (number, [a0, a1, a2]) in calls {
+        let (ret, d0, d1, d2, r8, r9, r10): (i64, u64, u64, u64, u64, u64, u64);
+        // SAFETY: each call's arguments are valid (see above); every
+        // register the asm names is declared as an output.
+        unsafe {
+            core::arch::asm!(
+                "mov r8, 0x88", "mov r9, 0x99", "mov r10, 0x1010",
+                "int3",
+                inlateout("rax") number as i64 => ret,
+                inout("rdi") a0 => d0, inout("rsi") a1 => d1, inout("rdx") a2 => d2,
+                out("r8") r8, out("r9") r9, out("r10") r10,
+                lateout("rcx") _, lateout("r11") _,
+            );
+        }
+        check(ret == 0, "a supervisor call failed")?;
+        check((d0, d1, d2) == (a0, a1, a2), "argument registers changed")?;
+        check((r8, r9, r10) == (0x88, 0x99, 0x1010), "r8-r10 changed")?;
+    }
+    Ok(())
 }

@@ -45,6 +45,9 @@ pub fn print_report(frame: &UpcallFrame) {
         if frame.cr2 < kiln_abi::PAGE_SIZE {
             println!("kiln:   (a null pointer dereference)");
         }
+        if let Some(stack) = kiln_hal::paging::guard_page_of(frame.cr2) {
+            println!("kiln:   stack overflow: the {stack} stack ran into its guard page");
+        }
     }
     println!(
         "kiln:   rip={:#018x} rsp={:#018x} rflags={:#x}",

@@ -102,6 +102,12 @@ extern "C" fn kiln_rust_entry(start_info_pa: u64) -> ! {
 
     kiln_hal::console::init();
     kiln_hal::upcall::set_fault_hook(fault::report);
+    if let Err(e) = kiln_hal::paging::harden_image() {
+        die(
+            format_args!("cannot protect the image: {e}"),
+            exit::SUPERVISOR_FAULT,
+        );
+    }
     let info = boot::read(start_info_pa).unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
     let line = info.cmdline();
     let mem = memory::init(

@@ -11,9 +11,10 @@
  *     TSS with an I/O bitmap, IDT, syscall MSRs, SSE on, legacy PIC masked,
  *     x2APIC on when CPUID offers it, then iretq to `kiln_rust_entry` at
  *     CPL3 with rdi = PVH start info;
- *   - supervisor calls (`syscall` with rax in kiln_abi::sc): exit, halt,
+ *   - supervisor calls (`int3` with rax in kiln_abi::sc): exit, halt,
  *     map, unmap (W^X enforced, supervisor pages refused), resume,
- *     x2APIC register writes; any other number returns -ENOSYS;
+ *     x2APIC register writes, protect (W^X for the image); every call
+ *     preserves all registers but rax (result), rcx and r11;
  *   - exception and interrupt entry on the TSS stack, upcalled to the CPL3
  *     handler `kiln_upcall_entry` with the interrupted context in the
  *     per-CPU frame `kiln_upcall_frame` (kiln_abi::upcall);
@@ -70,7 +71,7 @@ pd:
     .quad pt0 + 0x7
     .set i, 1
     .rept 511
-    .quad (i << 21) | 0x87          /* P | RW | US | PS */
+    .quad (i << 21) | 0x87 | (1 << 63)  /* P | RW | US | PS | NX: data only */
     .set i, i + 1
     .endr
 pt0:
@@ -80,8 +81,10 @@ pt0:
     .quad 0                         /* null page: not mapped */
     .elseif (i >= (SUP_BASE_ADDR >> 12)) && (i < (SUP_BASE_ADDR >> 12) + {SUP_PAGES})
     .quad (i << 12) | 0x3           /* supervisor: P | RW, no US */
+    .elseif i < (SUP_BASE_ADDR >> 12)
+    .quad (i << 12) | 0x7 | (1 << 63)   /* low memory: P | RW | US | NX */
     .else
-    .quad (i << 12) | 0x7           /* P | RW | US */
+    .quad (i << 12) | 0x7           /* the image: RWX until the runtime's protect() */
     .endif
     .set i, i + 1
     .endr
@@ -264,15 +267,73 @@ sc_apic_write:
     subq $0x800, %rax
     cmpq $0x100, %rax
     jae sc_einval
+    pushq %rdx                      /* wrmsr takes edx; callers keep rdx */
     movl %edi, %ecx
     movl %esi, %eax
     movq %rsi, %rdx
     shrq $32, %rdx
     wrmsr
+    popq %rdx
     xorl %eax, %eax
     jmp sc_return
 sc_enodev:
     movq $-19, %rax                 /* ENODEV: no x2APIC */
+    jmp sc_return
+
+/* protect(vaddr, pages, flags): set the access of identity-mapped pages
+ * in the first 2 MiB (PT0), outside the supervisor: flags W (1), X (2),
+ * NONE (4, unmapped: guard pages); W and X together are refused. */
+sc_protect:
+    testq $~7, %rdx
+    jnz sc_einval
+    cmpq $3, %rdx                   /* W^X */
+    je sc_eperm
+    testq $0xfff, %rdi
+    jnz sc_einval
+    testq %rsi, %rsi
+    jz sc_einval
+    cmpq $0x200, %rsi               /* at most PT0's 512 pages */
+    ja sc_einval
+    movq %rsi, %rcx
+    shlq $12, %rcx
+    addq %rdi, %rcx                 /* rcx = end */
+    cmpq $0x200000, %rcx
+    ja sc_einval
+    cmpq $0x1000, %rdi              /* the null page stays unmapped */
+    jb sc_eperm
+    cmpq $SUP_BASE_ADDR + ({SUP_PAGES} << 12), %rdi
+    jae 13f                         /* starts above the supervisor: fine */
+    cmpq $SUP_BASE_ADDR, %rcx
+    ja sc_eperm                     /* ends inside or above it: overlap */
+13: pushq %rdi                      /* the loop walks these; callers keep them */
+    pushq %rsi
+    movq %rdi, %r11                 /* build the PTE for the first page */
+    orq $0x5, %r11                  /* P | US */
+    testq $4, %rdx
+    jz 14f
+    xorl %r11d, %r11d               /* NONE: not present */
+    jmp 16f
+14: testq $1, %rdx
+    jz 15f
+    orq $0x2, %r11                  /* RW */
+15: testq $2, %rdx
+    jnz 16f
+    btsq $63, %r11                  /* NX */
+16: movq %rdi, %rax
+    shrq $12, %rax
+    leaq pt0(, %rax, 8), %rax       /* first PTE */
+17: movq %r11, (%rax)
+    invlpg (%rdi)
+    addq $8, %rax
+    addq $0x1000, %rdi
+    testq $1, %r11                  /* not-present PTEs carry no address */
+    jz 18f
+    addq $0x1000, %r11
+18: decq %rsi
+    jnz 17b
+    popq %rsi
+    popq %rdi
+    xorl %eax, %eax
     jmp sc_return
 
 /* fault_test(): a fault at CPL0, to exercise supervisor_fault */
@@ -445,7 +506,7 @@ msg_supervisor_end:
 .balign 8
 sc_table:
     .quad sc_exit, sc_halt, sc_map, sc_unmap, sc_resume, sc_apic_write
-    .quad sc_fault_test
+    .quad sc_fault_test, sc_protect
 
 .balign 8
 gdt:
@@ -580,10 +641,17 @@ kiln_upcall_frame:
 kiln_upcall_fx:                     /* fxsave area of the interrupted code */
     .skip 512
 .balign 16
+.balign 4096
+.globl kiln_upcall_stack_guard
+kiln_upcall_stack_guard:            /* unmapped by the runtime: overflow faults */
+    .skip 4096
 kiln_upcall_stack:
     .skip 16384
 kiln_upcall_stack_top:
-.balign 16
+.balign 4096
+.globl kiln_boot_stack_guard
+kiln_boot_stack_guard:              /* unmapped by the runtime: overflow faults */
+    .skip 4096
 .globl kiln_boot_stack_bottom
 kiln_boot_stack_bottom:
     .skip {BOOT_STACK_BYTES}
