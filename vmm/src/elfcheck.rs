@@ -55,6 +55,7 @@ pub fn check(image: &[u8], memory_bytes: u64) -> Result<(), VmmError> {
     if table_end > image.len() as u64 {
         return Err(truncated(table_end));
     }
+    let mut needed = 0u64;
     for i in 0..phnum {
         let o = (phoff + i * phentsize) as usize;
         if u32_at(image, o) != Some(PT_LOAD) {
@@ -68,19 +69,19 @@ pub fn check(image: &[u8], memory_bytes: u64) -> Result<(), VmmError> {
         if file_end > image.len() as u64 {
             return Err(truncated(file_end));
         }
-        let mem_end = paddr.saturating_add(memsz);
-        if mem_end > memory_bytes {
-            return Err(VmmError::ImageTooLarge {
-                needed_bytes: mem_end,
-                memory_bytes,
-            });
-        }
+        needed = needed.max(paddr.saturating_add(memsz));
         if paddr < kiln_abi::IMAGE_BASE {
             return Err(bad(format!(
                 "a segment loads at {paddr:#x}, below the Kiln image base {:#x}",
                 kiln_abi::IMAGE_BASE
             )));
         }
+    }
+    if needed > memory_bytes {
+        return Err(VmmError::ImageTooLarge {
+            needed_bytes: needed,
+            memory_bytes,
+        });
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! `supervisor` (a fault at CPL0; VM platforms), `resume` (a handler
 //! resuming into a non-canonical address), `syscall` (a raw Linux system
 //! call: a sandbox violation on linuxu, `-ENOSYS` on VMs), `mmio` (reads
-//! a VM address with no RAM forever: the VMM stops the loop).
+//! a VM address with no RAM forever: the VMM stops the loop), `stack`
+//! (unbounded recursion: a stack overflow).
 #![cfg_attr(kiln_guest, no_std)]
 #![no_main]
 
@@ -37,13 +38,16 @@ fn main(args: &[&str]) -> i32 {
         "supervisor" => provoke::supervisor_fault(),
         "resume" => provoke::bad_resume(),
         "mmio" => provoke::unhandled_mmio_loop(),
+        "stack" => {
+            kiln_rt::println!("{}", provoke::stack_overflow(0));
+        }
         "syscall" => {
             kiln_rt::println!("syscall returned {}", provoke::forbidden_syscall());
             return 0;
         }
         other => {
             kiln_rt::println!(
-                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume, syscall or mmio)"
+                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume, syscall, mmio or stack)"
             );
             return 2;
         }

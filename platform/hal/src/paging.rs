@@ -6,8 +6,8 @@
 //! by the runtime, asks it (`protect`) to make text read-execute, rodata
 //! read-only, data and bss read-write and not executable, and to unmap the
 //! guard pages below the boot and upcall stacks, so an overflow faults and
-//! is reported as one ([`guard_page_of`]). Everything outside the image is
-//! already non-executable. On linuxu the kernel lays the executable out
+//! is reported as one ([`guard_page_of`]); free memory after the image
+//! becomes non-executable like all memory outside it already is. On linuxu the kernel lays the executable out
 //! with the same permissions and guards the stack; nothing is done there.
 //!
 //! Limits: only the first 2 MiB (where the image lives; the linker script
@@ -82,6 +82,12 @@ pub fn harden_image() -> Result<ImageLayout, ScError> {
     let data_end = l.data.1.min(limit);
     if data_end > l.data.0 {
         protect(l.data.0, pages((l.data.0, data_end)), PROTECT_WRITE)?;
+    }
+    // Free memory after the image in the first 2 MiB (the rest of RAM is
+    // mapped with non-executable 2 MiB pages already).
+    let after = l.data.1.next_multiple_of(4096);
+    if after < limit {
+        protect(after, (limit - after) / 4096, PROTECT_WRITE)?;
     }
     for guard in [l.boot_stack_guard, l.upcall_stack_guard] {
         if guard + 4096 <= limit {

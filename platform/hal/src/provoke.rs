@@ -100,3 +100,11 @@ pub fn unhandled_mmio_loop() -> ! {
         core::hint::black_box(value);
     }
 }
+
+/// Recurses until the stack overflows: the guard page below the stack
+/// faults and the crash report calls it a stack overflow.
+#[expect(unconditional_recursion, reason = "overflowing the stack is the point")]
+pub fn stack_overflow(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 32]);
+    stack_overflow(depth + 1).wrapping_add(frame[(depth % 32) as usize])
+}

@@ -70,6 +70,10 @@ pub const SUITE: Suite = suite![
     halt_wakes_on_timer_interrupt,
     interrupt_preserves_sse_registers,
     supervisor_calls_preserve_registers = "pvh",
+    writing_code_faults,
+    writing_constants_faults,
+    executing_data_faults,
+    executing_the_heap_faults,
 ];
 
 /// Two page-aligned pages the mapping cases may overwrite.
@@ -510,4 +514,64 @@ fn supervisor_calls_preserve_registers() -> Result<(), &'static str> {
         check((r8, r9, r10) == (0x88, 0x99, 0x1010), "r8-r10 changed")?;
     }
     Ok(())
+}
+
+/// A constant: lives in read-only data.
+static CONSTANT: u64 = 0x5eed;
+
+/// A `ret` instruction in writable data.
+static DATA_RET: AtomicU64 = AtomicU64::new(0xc3);
+
+/// Writes `addr`'s own value back to it under a #PF handler; returns the
+/// number of faults and the error code. If W^X were broken the write
+/// would succeed, but it would not change a byte.
+fn write_back_faults(addr: u64) -> Result<(u64, u64), &'static str> {
+    // SAFETY: addr is readable (code or rodata of this image).
+    let value = unsafe { read_u64(addr) };
+    // SAFETY: writes back the value just read, so nothing changes even if
+    // the write is (wrongly) allowed; a fault is skipped by the handler.
+    let hits = with_handler(14, 3, || unsafe { write_u64(addr, value) })?;
+    Ok((hits, LAST_ERROR.load(Ordering::SeqCst)))
+}
+
+fn writing_code_faults() -> Result<(), &'static str> {
+    let (hits, error) = write_back_faults(writing_code_faults as *const () as u64)?;
+    check(hits == 1, "writing to the image's code did not fault (W^X)")?;
+    check(
+        error & 0b11 == 0b11,
+        "the fault is not a write to a present page",
+    )
+}
+
+fn writing_constants_faults() -> Result<(), &'static str> {
+    let (hits, _) = write_back_faults(core::ptr::addr_of!(CONSTANT) as u64)?;
+    check(hits == 1, "writing to read-only data did not fault")
+}
+
+/// Calls `addr` under a #PF handler that returns to the caller; returns
+/// the number of faults and the error code.
+fn call_faults(addr: u64) -> Result<(u64, u64), &'static str> {
+    HITS.store(0, Ordering::SeqCst);
+    upcall::register(14, return_to_caller).map_err(|_| "vector busy")?;
+    // SAFETY: addr holds a bare `ret`: running it returns at once; if the
+    // fetch faults, the handler returns to the caller instead.
+    unsafe { call_address(addr) };
+    upcall::unregister(14);
+    Ok((
+        HITS.load(Ordering::SeqCst),
+        LAST_ERROR.load(Ordering::SeqCst),
+    ))
+}
+
+fn executing_data_faults() -> Result<(), &'static str> {
+    let (hits, error) = call_faults(DATA_RET.as_ptr() as u64)?;
+    check(hits == 1, "code in writable data ran (W^X)")?;
+    check(error & 0x10 != 0, "the fault is not an instruction fetch")
+}
+
+fn executing_the_heap_faults() -> Result<(), &'static str> {
+    let code = alloc::vec![0xc3u8; 64];
+    let (hits, error) = call_faults(code.as_ptr() as u64)?;
+    check(hits == 1, "code on the heap ran (W^X)")?;
+    check(error & 0x10 != 0, "the fault is not an instruction fetch")
 }

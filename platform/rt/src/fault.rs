@@ -36,6 +36,7 @@ pub fn print_report(frame: &UpcallFrame) {
         "\nkiln: CPU exception {short} ({long}), vector {}, error code {:#x}",
         frame.vector, frame.error_code
     );
+    let mut overflowed = false;
     if frame.vector == 14 {
         println!(
             "kiln:   {} at address {:#x}",
@@ -47,6 +48,14 @@ pub fn print_report(frame: &UpcallFrame) {
         }
         if let Some(stack) = kiln_hal::paging::guard_page_of(frame.cr2) {
             println!("kiln:   stack overflow: the {stack} stack ran into its guard page");
+            overflowed = true;
+        } else if cfg!(kiln_linuxu)
+            && frame.cr2 < frame.rsp.saturating_add(4096)
+            && frame.rsp - frame.cr2.min(frame.rsp) < 65536
+        {
+            // linuxu: the kernel's guard gap below the process stack.
+            println!("kiln:   stack overflow: the stack ran into its guard gap");
+            overflowed = true;
         }
     }
     println!(
@@ -61,6 +70,10 @@ pub fn print_report(frame: &UpcallFrame) {
         "kiln:   r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x}",
         frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15
     );
+    if overflowed {
+        println!("kiln:   (stack words not shown: the stack pointer is at the guard)");
+        return;
+    }
     for i in 0..STACK_WORDS {
         let addr = frame.rsp.wrapping_add(i * 8);
         match read_stack_word(addr) {

@@ -238,9 +238,9 @@ fn supervisor_selftest_passes() {
         let text = stdout(&out);
         // linuxu has no supervisor: its three supervisor-only cases are skipped.
         let expect = if p == "linuxu" {
-            "ktest: 15 passed, 0 failed, 4 skipped"
+            "ktest: 19 passed, 0 failed, 4 skipped"
         } else {
-            "ktest: 19 passed, 0 failed, 0 skipped"
+            "ktest: 23 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}");
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -343,13 +343,27 @@ fn kiln_test_runs_every_in_guest_suite() {
         let out = kiln(&["test", "-q", "--platform", p]);
         let text = stdout(&out);
         let expect = if p == "linuxu" {
-            "ktest: 35 passed, 0 failed, 5 skipped"
+            "ktest: 39 passed, 0 failed, 5 skipped"
         } else {
-            "ktest: 40 passed, 0 failed, 0 skipped"
+            "ktest: 44 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
         assert!(!text.contains("FAILED"), "on {p}: {text}");
         assert_eq!(status(&out), 0, "on {p}");
         assert!(stderr(&out).contains("all in-guest tests passed"), "on {p}");
+    }
+}
+
+#[test]
+fn stack_overflow_is_reported_as_such() {
+    for p in platforms("stack_overflow_is_reported_as_such") {
+        let out = run_app("fault", p, &["--", "stack"]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("CPU exception #PF (page fault)"),
+            "on {p}: {text}"
+        );
+        assert!(text.contains("stack overflow: the"), "on {p}: {text}");
+        assert_eq!(status(&out), 102, "on {p}");
     }
 }
