@@ -32,8 +32,13 @@ pub const FAULT_TEST: u64 = BASE + 6;
 /// null page: a set of [`PROTECT_WRITE`], [`PROTECT_EXEC`], or
 /// [`PROTECT_NONE`] (unmapped, for guard pages). W+X is refused (`EPERM`).
 pub const PROTECT: u64 = BASE + 7;
+/// `halt_for(ticks)`: loads the local-APIC timer's count with `ticks`
+/// (its mode and vector must already be set up) and halts, with
+/// interrupts off until the `hlt`, so the timer cannot fire unseen in
+/// between. Like [`HALT`] otherwise.
+pub const HALT_FOR: u64 = BASE + 8;
 /// One past the last supervisor-call number.
-pub const END: u64 = BASE + 8;
+pub const END: u64 = BASE + 9;
 
 /// [`PROTECT`] flag: writable.
 pub const PROTECT_WRITE: u64 = 1;

@@ -6,7 +6,11 @@
 
 use kiln_ktest::Suite;
 
-kiln_rt::main!(main, heap = kiln_alloc_tlsf::TlsfHeap);
+kiln_rt::main!(
+    main,
+    heap = kiln_alloc_tlsf::TlsfHeap,
+    sched = kiln_sched_preempt::Preemptive
+);
 
 /// Every suite, lowest layer first.
 const SUITES: &[Suite] = &[
@@ -16,6 +20,10 @@ const SUITES: &[Suite] = &[
     kiln_alloc_bump::ktests::SUITE,
     kiln_alloc_buddy::ktests::SUITE,
     kiln_alloc_tlsf::ktests::SUITE,
+    kiln_sched_coop::ktests::COMMON,
+    kiln_sched_coop::ktests::SUITE,
+    kiln_sched_preempt::ktests::COMMON,
+    kiln_sched_preempt::ktests::SUITE,
 ];
 
 fn main(args: &[&str]) -> i32 {

@@ -14,6 +14,7 @@
 //!   embedded VMM, COM1 on other VMs, stdout on linuxu.
 //! - [`timer`]: a one-shot timer interrupt (x2APIC, or `setitimer`).
 //! - [`time`]: the monotonic clock (TSC, or `clock_gettime`) and sleeping.
+//! - [`context`]: the context switch and the preemption stub threads use.
 //! - [`paging`]: W^X for the image and guard pages under the stacks.
 //! - [`mem`]: the `memcpy` family the host-triple `core` links against.
 //! - [`provoke`]: deliberate CPU exceptions for tests of the fault paths;
@@ -36,6 +37,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod console;
+pub mod context;
 pub mod linuxu;
 pub mod mem;
 pub mod paging;

@@ -10,6 +10,7 @@
 //! | console (hostcall, COM1) | `write(1, …)` |
 //! | exit port | `exit_group` |
 //! | `halt` | `pause` (returns after a signal handler ran) |
+//! | `halt_for` | `nanosleep` (bounded; a signal ends it early) |
 //! | map window, W^X | `mmap(MAP_FIXED_NOREPLACE)` of the memfd, W+X refused here *and* by seccomp |
 //! | CPU exceptions | `SIGSEGV`/`SIGBUS`/`SIGILL`/`SIGFPE`/`SIGTRAP`: vector from `trapno` |
 //! | APIC timer | `setitimer` + `SIGALRM` (vector 32) |
@@ -45,6 +46,7 @@ pub mod nr {
     pub const RT_SIGACTION: u64 = 13;
     pub const RT_SIGRETURN: u64 = 15;
     pub const PAUSE: u64 = 34;
+    pub const NANOSLEEP: u64 = 35;
     pub const SETITIMER: u64 = 38;
     pub const FTRUNCATE: u64 = 77;
     pub const SIGALTSTACK: u64 = 131;
@@ -238,6 +240,17 @@ impl Platform for LinuxProcess {
         // SAFETY: the page was mapped by `map` in the window; no Rust
         // reference points into the window.
         crate::sc::result(unsafe { syscall6(nr::MUNMAP, [vaddr, 4096, 0, 0, 0, 0]) }).map(|_| ())
+    }
+
+    fn halt_for_us(us: u64) {
+        // nanosleep returns early (EINTR) when a signal arrives, and a
+        // signal that came before it only makes it sleep its full, bounded
+        // time: no lost wake-up.
+        let us = us.max(1);
+        let ts: [u64; 2] = [us / 1_000_000, (us % 1_000_000) * 1000];
+        // SAFETY: nanosleep reads the 16-byte timespec; the remainder
+        // pointer is null.
+        unsafe { syscall6(nr::NANOSLEEP, [ts.as_ptr() as u64, 0, 0, 0, 0, 0]) };
     }
 
     fn monotonic_ns() -> u64 {

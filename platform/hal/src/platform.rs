@@ -35,6 +35,11 @@ pub trait Platform {
     fn timer_oneshot_us(us: u64) -> Result<(), ScError>;
     /// Nanoseconds since boot, monotonic.
     fn monotonic_ns() -> u64;
+    /// Waits until an interrupt arrives or about `us` microseconds pass,
+    /// whichever is first, without the race of arming a timer and then
+    /// halting (a timer that fires in between cannot make this wait
+    /// forever). The timer interrupt is raised as usual.
+    fn halt_for_us(us: u64);
 }
 
 /// The PVH virtual-machine platform (CPL0 supervisor + CPL3 Rust).
@@ -93,6 +98,18 @@ impl Platform for Pvh {
 
     fn monotonic_ns() -> u64 {
         crate::time::tsc_monotonic_ns()
+    }
+
+    fn halt_for_us(us: u64) {
+        // Sets the timer's mode and vector (and arms it), then re-arms the
+        // count and halts atomically in the supervisor.
+        if Self::timer_oneshot_us(us).is_err() {
+            return;
+        }
+        let ticks = us
+            .saturating_mul(x2apic::TICKS_PER_US)
+            .clamp(1, u64::from(u32::MAX));
+        crate::sc::raw(kiln_abi::sc::HALT_FOR, ticks, 0, 0);
     }
 }
 

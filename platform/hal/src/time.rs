@@ -6,9 +6,10 @@
 //! it), else CPUID leaf `0x15`, else measured once against the local-APIC
 //! timer. On linuxu it is `clock_gettime(CLOCK_MONOTONIC)`.
 //!
-//! [`sleep_us`] arms the one-shot timer for the time left and halts until
-//! the deadline has passed, so it never returns early; it falls back to
-//! polling the clock when another handler owns the timer vector.
+//! [`sleep_us`] halts with the one-shot timer armed for the time left
+//! (atomically: `Platform::halt_for_us`) until the deadline has passed, so
+//! it never returns early; it falls back to polling the clock when another
+//! handler owns the timer vector.
 //!
 //! Limits: no wall clock yet (RTC/kvmclock); one timer user at a time.
 
@@ -26,11 +27,8 @@ pub fn now_us() -> u64 {
     now_ns() / 1000
 }
 
-static WOKEN: AtomicBool = AtomicBool::new(false);
-
-fn on_timer(_: &mut crate::upcall::UpcallFrame) {
-    WOKEN.store(true, Ordering::SeqCst);
-}
+/// The timer only has to end the halt.
+fn on_timer(_: &mut crate::upcall::UpcallFrame) {}
 
 /// Sleeps at least `us` microseconds.
 pub fn sleep_us(us: u64) {
@@ -42,19 +40,11 @@ pub fn sleep_us(us: u64) {
         if now >= deadline {
             break;
         }
-        let left_us = (deadline - now).div_ceil(1000);
         if owned {
-            WOKEN.store(false, Ordering::SeqCst);
-            if crate::timer::oneshot_us(left_us).is_ok() {
-                // The timer may already have fired; halting would then wait
-                // for the next interrupt, so check first.
-                if !WOKEN.load(Ordering::SeqCst) {
-                    crate::sc::halt();
-                }
-                continue;
-            }
+            Current::halt_for_us((deadline - now).div_ceil(1000));
+        } else {
+            core::hint::spin_loop();
         }
-        core::hint::spin_loop();
     }
     if owned {
         crate::upcall::unregister(vector);

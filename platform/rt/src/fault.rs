@@ -49,6 +49,9 @@ pub fn print_report(frame: &UpcallFrame) {
         if let Some(stack) = kiln_hal::paging::guard_page_of(frame.cr2) {
             println!("kiln:   stack overflow: the {stack} stack ran into its guard page");
             overflowed = true;
+        } else if let Some(thread) = crate::thread::guard_owner(frame.cr2) {
+            println!("kiln:   stack overflow: thread {thread}'s stack ran into its guard page");
+            overflowed = true;
         } else if cfg!(kiln_linuxu)
             && frame.cr2 < frame.rsp.saturating_add(4096)
             && frame.rsp - frame.cr2.min(frame.rsp) < 65536

@@ -30,6 +30,15 @@ impl<H: HeapAllocator + Default> GlobalHeap<H> {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut H) -> R) -> Option<R> {
+        // A preempted lock holder would make every other allocating thread
+        // spin; the heap lock is held with preemption off.
+        crate::thread::preempt_disable();
+        let result = self.with_locked(f);
+        crate::thread::preempt_enable();
+        result
+    }
+
+    fn with_locked<R>(&self, f: impl FnOnce(&mut H) -> R) -> Option<R> {
         let mut guard = self.inner.lock();
         if guard.is_none() {
             let (memory, metadata) = take_heap_region::<H>()?;

@@ -42,8 +42,14 @@ pub mod logger;
 pub mod memory;
 pub mod print;
 pub mod testing;
+pub mod thread;
 
 pub use kiln_hal as hal;
+
+#[doc(hidden)]
+pub use alloc::boxed as alloc_box;
+#[doc(hidden)]
+pub use kiln_ktest as ktest_reexport;
 
 /// Share of free memory given to the heap unless `heap=PERCENT` says otherwise.
 pub const DEFAULT_HEAP_PERCENT: u64 = 50;
@@ -175,14 +181,33 @@ pub fn exit(status: u8) -> ! {
 /// `main` has the signature `fn(&[&str]) -> i32`; its arguments are those
 /// after `--` on the command line, and its return value (low 8 bits) is the
 /// guest's exit status. `heap` is any [`kiln_alloc::HeapAllocator`] with a
-/// `Default` value.
+/// `Default` value; `sched` (optional) is the [`thread::Scheduler`] that
+/// threads use — without one, [`thread::spawn`] says to name one.
 ///
 /// In a host build (without `--cfg kiln_guest`) the macro produces a stub
 /// `main` that says how to run the image, so `cargo build --workspace`
 /// works on the host.
 #[macro_export]
 macro_rules! main {
+    ($main:path, heap = $heap:ty, sched = $sched:ty $(,)?) => {
+        $crate::main!(@common $main, $heap);
+
+        #[cfg(kiln_guest)]
+        #[unsafe(no_mangle)]
+        fn __kiln_scheduler() -> Option<$crate::alloc_box::Box<dyn $crate::thread::Scheduler>> {
+            Some($crate::alloc_box::Box::new(<$sched as Default>::default()))
+        }
+    };
     ($main:path, heap = $heap:ty $(,)?) => {
+        $crate::main!(@common $main, $heap);
+
+        #[cfg(kiln_guest)]
+        #[unsafe(no_mangle)]
+        fn __kiln_scheduler() -> Option<$crate::alloc_box::Box<dyn $crate::thread::Scheduler>> {
+            None
+        }
+    };
+    (@common $main:path, $heap:ty) => {
         #[cfg(kiln_guest)]
         #[global_allocator]
         static __KILN_HEAP: $crate::heap::GlobalHeap<$heap> = $crate::heap::GlobalHeap::new();

@@ -140,22 +140,28 @@ pub fn heap_region() -> Option<(usize, usize)> {
 
 /// Allocates `count` contiguous 4 KiB frames.
 pub fn alloc_frames(count: usize) -> Result<u64, AllocError> {
-    FRAMES
+    crate::thread::preempt_disable();
+    let result = FRAMES
         .lock()
         .as_mut()
         .ok_or(AllocError::OutOfMemory {
             requested: count as u64,
-        })?
-        .alloc_frames(count)
+        })
+        .and_then(|f| f.alloc_frames(count));
+    crate::thread::preempt_enable();
+    result
 }
 
 /// Frees frames from [`alloc_frames`].
 pub fn free_frames(addr: u64, count: usize) -> Result<(), AllocError> {
-    FRAMES
+    crate::thread::preempt_disable();
+    let result = FRAMES
         .lock()
         .as_mut()
-        .ok_or(AllocError::NotAllocated { addr })?
-        .free_frames(addr, count)
+        .ok_or(AllocError::NotAllocated { addr })
+        .and_then(|f| f.free_frames(addr, count));
+    crate::thread::preempt_enable();
+    result
 }
 
 /// Current memory figures.

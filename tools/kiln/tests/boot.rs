@@ -343,9 +343,9 @@ fn kiln_test_runs_every_in_guest_suite() {
         let out = kiln(&["test", "-q", "--platform", p]);
         let text = stdout(&out);
         let expect = if p == "linuxu" {
-            "ktest: 39 passed, 0 failed, 5 skipped"
+            "ktest: 55 passed, 0 failed, 5 skipped"
         } else {
-            "ktest: 44 passed, 0 failed, 0 skipped"
+            "ktest: 60 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -365,5 +365,20 @@ fn stack_overflow_is_reported_as_such() {
         );
         assert!(text.contains("stack overflow: the"), "on {p}: {text}");
         assert_eq!(status(&out), 102, "on {p}");
+    }
+}
+
+#[test]
+fn producer_consumer_runs_under_both_schedulers() {
+    for p in platforms("producer_consumer_runs_under_both_schedulers") {
+        for sched in ["coop", "preempt"] {
+            let out = run_app("prodcons", p, &["--", sched]);
+            let text = stdout(&out);
+            assert!(
+                text.contains("consumed 60 items, sum 60570 (expected 60570)"),
+                "{sched} on {p}: {text}"
+            );
+            assert_eq!(status(&out), 0, "{sched} on {p}");
+        }
     }
 }

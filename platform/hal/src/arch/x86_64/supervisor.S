@@ -202,6 +202,19 @@ halt_after:
     xorl %eax, %eax
     jmp sc_return
 
+/* halt_for(ticks): arm the APIC timer count, then halt, atomically (IF is
+ * clear since the gate; sti's shadow covers the hlt). rdx is preserved. */
+sc_halt_for:
+    cmpb $0, x2apic_on
+    je sc_enodev
+    pushq %rdx
+    movl $0x838, %ecx               /* x2APIC timer initial count */
+    movl %edi, %eax
+    xorl %edx, %edx
+    wrmsr
+    popq %rdx
+    jmp sc_halt
+
 /* Checks that rdi is a page-aligned address in the map window; leaves the
  * page index in rax and the PTE address in rcx. Jumps to sc_einval if not. */
 .macro window_index
@@ -506,7 +519,7 @@ msg_supervisor_end:
 .balign 8
 sc_table:
     .quad sc_exit, sc_halt, sc_map, sc_unmap, sc_resume, sc_apic_write
-    .quad sc_fault_test, sc_protect
+    .quad sc_fault_test, sc_protect, sc_halt_for
 
 .balign 8
 gdt:

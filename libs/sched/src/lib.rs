@@ -1,0 +1,35 @@
+//! # kiln-sched — the scheduler slot
+//!
+//! The thread runtime (`kiln_rt::thread`) owns threads, stacks, blocking
+//! and waking; a [`Scheduler`] only decides who runs next and whether a
+//! running thread should be preempted. Implementations:
+//! `kiln-sched-coop` (cooperative round robin: a thread runs until it
+//! blocks or yields) and `kiln-sched-preempt` (round robin with time
+//! slices, enforced by the timer). An app names one in
+//! `kiln_rt::main!(..., sched = ...)`.
+//!
+//! Schedulers are plain data structures: no `unsafe`, no platform calls,
+//! unit-tested on the host.
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// A thread's identity (index in the runtime's thread table).
+pub type ThreadId = usize;
+
+/// Decides which ready thread runs next.
+pub trait Scheduler: Send {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+    /// `thread` became ready to run.
+    fn enqueue(&mut self, thread: ThreadId);
+    /// Takes the next thread to run, if any is ready.
+    fn pick_next(&mut self) -> Option<ThreadId>;
+    /// Whether any thread is ready.
+    fn has_ready(&self) -> bool;
+    /// The longest a thread may run before the timer asks [`Self::should_preempt`]
+    /// (`None`: never preempt).
+    fn time_slice_us(&self) -> Option<u64>;
+    /// Called from the timer when `current` has run `ran_us` since it was
+    /// picked; `true` means switch to another ready thread now.
+    fn should_preempt(&self, current: ThreadId, ran_us: u64) -> bool;
+}
