@@ -90,9 +90,15 @@ impl Platform for Pvh {
         let ticks = us
             .saturating_mul(TICKS_PER_US)
             .clamp(1, u64::from(u32::MAX));
-        crate::sc::apic_write(SVR, 0x100 | SPURIOUS_VECTOR)?;
-        crate::sc::apic_write(TIMER_DIVIDE, 0xb)?;
-        crate::sc::apic_write(LVT_TIMER, u64::from(kiln_abi::upcall::TIMER_VECTOR))?;
+        use core::sync::atomic::{AtomicBool, Ordering};
+        /// Mode, divider and vector are set once; then only the count.
+        static CONFIGURED: AtomicBool = AtomicBool::new(false);
+        if !CONFIGURED.load(Ordering::Relaxed) {
+            crate::sc::apic_write(SVR, 0x100 | SPURIOUS_VECTOR)?;
+            crate::sc::apic_write(TIMER_DIVIDE, 0xb)?;
+            crate::sc::apic_write(LVT_TIMER, u64::from(kiln_abi::upcall::TIMER_VECTOR))?;
+            CONFIGURED.store(true, Ordering::Relaxed);
+        }
         crate::sc::apic_write(TIMER_INITIAL, ticks)
     }
 

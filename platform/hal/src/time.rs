@@ -94,25 +94,33 @@ fn tsc_per_ms_from_cpuid() -> Option<u64> {
     None
 }
 
-/// TSC ticks per millisecond measured against a 2 ms local-APIC timer.
+/// TSC ticks per millisecond measured against the local-APIC timer.
+///
+/// Two one-shots (1 ms and 5 ms) are timed and the slope taken, so the
+/// fixed cost of delivering the interrupt cancels out (under QEMU it adds
+/// a good fraction of a millisecond).
 fn tsc_per_ms_measured() -> u64 {
     static FIRED: AtomicBool = AtomicBool::new(false);
     fn fired(_: &mut crate::upcall::UpcallFrame) {
         FIRED.store(true, Ordering::SeqCst);
     }
-    const MS: u64 = 2;
     let vector = kiln_abi::upcall::TIMER_VECTOR;
     if crate::upcall::register(vector, fired).is_err() {
         return 1_000_000; // assume 1 GHz rather than hang
     }
-    FIRED.store(false, Ordering::SeqCst);
-    let start = rdtsc();
-    let armed = crate::timer::oneshot_us(MS * 1000).is_ok();
-    while armed && !FIRED.load(Ordering::SeqCst) && rdtsc() - start < 20_000_000_000 {
-        core::hint::spin_loop();
-    }
+    let time_one_shot = |ms: u64| {
+        FIRED.store(false, Ordering::SeqCst);
+        let start = rdtsc();
+        let armed = crate::timer::oneshot_us(ms * 1000).is_ok();
+        while armed && !FIRED.load(Ordering::SeqCst) && rdtsc() - start < 20_000_000_000 {
+            core::hint::spin_loop();
+        }
+        rdtsc() - start
+    };
+    let short = time_one_shot(1);
+    let long = time_one_shot(5);
     crate::upcall::unregister(vector);
-    ((rdtsc() - start) / MS).max(1)
+    (long.saturating_sub(short) / 4).max(1)
 }
 
 /// Monotonic nanoseconds from the TSC (PVH).

@@ -200,7 +200,13 @@ fn start(sched: Box<dyn Scheduler>) -> Result<(), ThreadError> {
     Ok(())
 }
 
-/// Programs the one-shot timer for the next slice end or sleeper deadline.
+/// When the armed timer fires (ns; 0 = none armed or already fired).
+static ARMED_AT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes sure the one-shot timer fires by the next slice end or sleeper
+/// deadline. Arming costs a supervisor call (tens of microseconds here), so
+/// a timer that already fires early enough is left alone: a switch does
+/// not re-arm it.
 fn arm_timer(next_deadline_ns: Option<u64>) {
     let now = kiln_hal::time::now_ns();
     let slice = SLICE_US.load(Ordering::SeqCst);
@@ -208,8 +214,22 @@ fn arm_timer(next_deadline_ns: Option<u64>) {
     if let Some(d) = next_deadline_ns {
         wait_us = wait_us.min(d.saturating_sub(now).div_ceil(1000));
     }
-    if wait_us != u64::MAX {
-        let _ = kiln_hal::timer::oneshot_us(wait_us.max(MIN_TIMER_US));
+    if wait_us == u64::MAX {
+        return;
+    }
+    let wait_us = wait_us.max(MIN_TIMER_US);
+    let fire_at = now + wait_us * 1000;
+    let armed = ARMED_AT_NS.load(Ordering::SeqCst);
+    if armed > now && armed <= fire_at {
+        return;
+    }
+    rearm(now, wait_us);
+}
+
+/// Arms the timer `us` from `now` and records when it fires.
+fn rearm(now: u64, us: u64) {
+    if kiln_hal::timer::oneshot_us(us).is_ok() {
+        ARMED_AT_NS.store(now + us * 1000, Ordering::SeqCst);
     }
 }
 
@@ -220,6 +240,7 @@ const MIN_TIMER_US: u64 = 50;
 /// The timer: preempts the running thread when its slice is over and
 /// another thread is ready, or when a sleeper is due. Takes no lock.
 fn on_timer(frame: &mut UpcallFrame) {
+    ARMED_AT_NS.store(0, Ordering::SeqCst);
     let slice_us = SLICE_US.load(Ordering::SeqCst);
     if slice_us == 0 {
         // Cooperative: the timer only ends a halt for a sleeper's deadline.
@@ -242,11 +263,11 @@ fn on_timer(frame: &mut UpcallFrame) {
         if next_wake != u64::MAX {
             wait_us = wait_us.min((next_wake - now).div_ceil(1000));
         }
-        let _ = kiln_hal::timer::oneshot_us(wait_us.max(MIN_TIMER_US));
+        rearm(now, wait_us.max(MIN_TIMER_US));
         return;
     }
     // A reschedule re-arms the timer; until then look again after a slice.
-    let _ = kiln_hal::timer::oneshot_us(slice_us.max(MIN_TIMER_US));
+    rearm(now, slice_us.max(MIN_TIMER_US));
     if PREEMPT_OFF.load(Ordering::SeqCst) > 0 || context::in_critical_code(frame.rip) {
         NEED_RESCHED.store(true, Ordering::SeqCst);
         return;
@@ -617,10 +638,10 @@ fn reschedule(state: State) {
             panic!("deadlock: every thread is blocked and none is sleeping");
         };
         drop(guard);
-        let wait_us = deadline
-            .saturating_sub(kiln_hal::time::now_ns())
-            .div_ceil(1000)
-            .max(1);
+        let now = kiln_hal::time::now_ns();
+        let wait_us = deadline.saturating_sub(now).div_ceil(1000).max(1);
+        // halt_for arms the timer itself.
+        ARMED_AT_NS.store(now + wait_us * 1000, Ordering::SeqCst);
         <kiln_hal::platform::Current as kiln_hal::platform::Platform>::halt_for_us(wait_us);
     };
     // SAFETY: both contexts live in boxed Thread entries that stay in the

@@ -31,7 +31,9 @@ pub fn command(image: &Path, memory_bytes: u64, cmdline: &str, kvm: bool) -> Com
     let mut cmd = Command::new(qemu_binary());
     cmd.args(["-M", "microvm,pic=off,pit=off,rtc=off"]);
     if kvm {
-        cmd.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]);
+        // -arch-capabilities: QEMU 7.2 aborts on MSR 0x10a here; +invtsc makes
+        // QEMU publish the TSC frequency (CPUID 0x4000_0010) to the clock.
+        cmd.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities,+invtsc"]);
     } else {
         cmd.args(["-accel", "tcg", "-cpu", "max"]);
     }
