@@ -85,6 +85,8 @@ struct Thread {
     token: bool,
     /// Its JoinHandle is gone: remove the entry once it finished.
     detached: bool,
+    /// Unique among all threads ever (ids are reused, generations not).
+    generation: u64,
 }
 
 struct Runtime {
@@ -110,6 +112,10 @@ static READY: AtomicUsize = AtomicUsize::new(0); // 1: some thread is ready
 static STARTED: AtomicBool = AtomicBool::new(false);
 /// The running thread.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
+/// The running thread's generation (distinguishes reused thread ids).
+static CURRENT_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Source of generations.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Earliest sleeper deadline (ns), `u64::MAX` when nobody sleeps.
 static NEXT_WAKE_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -183,6 +189,7 @@ fn start(sched: Box<dyn Scheduler>) -> Result<(), ThreadError> {
         joiners: Vec::new(),
         token: false,
         detached: false,
+        generation: 0,
     });
     let mut slots = alloc::vec![false; MAX_THREADS];
     slots[0] = true; // slot 0 is left to the map window's other users
@@ -432,6 +439,7 @@ where
         joiners: Vec::new(),
         token: false,
         detached: false,
+        generation: NEXT_GENERATION.fetch_add(1, Ordering::SeqCst),
     });
     let id = match rt.threads.iter().position(Option::is_none) {
         Some(free) => {
@@ -507,6 +515,35 @@ pub fn park() {
     preempt_disable();
     block_current();
     preempt_enable();
+}
+
+/// Like [`park`], but gives up after `us` microseconds; returns `true`
+/// when woken by [`unpark`] (or a pending one), `false` on timeout.
+pub fn park_timeout_us(us: u64) -> bool {
+    let deadline = kiln_hal::time::now_ns().saturating_add(us.saturating_mul(1000));
+    if !STARTED.load(Ordering::SeqCst) {
+        kiln_hal::time::sleep_us(us);
+        return false;
+    }
+    preempt_disable();
+    let pending = {
+        let mut guard = RUNTIME.lock();
+        guard.as_mut().and_then(|rt| {
+            let me = rt.current;
+            rt.threads
+                .get_mut(me)
+                .and_then(|t| t.as_mut())
+                .map(|t| core::mem::take(&mut t.token))
+        })
+    };
+    if pending == Some(true) {
+        preempt_enable();
+        return true;
+    }
+    reschedule(State::Sleeping(deadline));
+    preempt_enable();
+    // Woken before the deadline: by an unpark (a sleeper only wakes early so).
+    kiln_hal::time::now_ns() < deadline
 }
 
 /// Makes `thread` runnable again after [`park`] (or lets its next `park`
@@ -625,6 +662,8 @@ fn reschedule(state: State) {
             }
             rt.current = next;
             CURRENT.store(next, Ordering::SeqCst);
+            let generation = rt.threads[next].as_ref().map_or(0, |t| t.generation);
+            CURRENT_GENERATION.store(generation, Ordering::SeqCst);
             let from = rt.threads[me].as_mut().map(|t| &mut t.ctx as *mut Context);
             let to = rt.threads[next].as_ref().map(|t| &t.ctx as *const Context);
             match (from, to) {
@@ -692,6 +731,52 @@ impl<T> Drop for JoinHandle<T> {
     }
 }
 
+/// Per-thread values of one type: every thread sees its own `T`, made
+/// with `T::default()` on its first use (the app-level thread-local
+/// storage). The value is taken out while `with` runs, so the closure may
+/// block or yield; a nested `with` on the same `ThreadLocal` sees a fresh
+/// default.
+pub struct ThreadLocal<T> {
+    values: spin::Mutex<Vec<Option<(u64, T)>>>,
+}
+
+impl<T: Default> ThreadLocal<T> {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Self {
+            values: spin::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on the running thread's value.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let (id, generation) = (current(), CURRENT_GENERATION.load(Ordering::SeqCst));
+        preempt_disable();
+        let taken = self.values.lock().get_mut(id).and_then(Option::take);
+        preempt_enable();
+        let mut value = match taken {
+            Some((g, v)) if g == generation => v,
+            _ => T::default(), // first use, or a previous thread with this id
+        };
+        let result = f(&mut value);
+        preempt_disable();
+        let mut values = self.values.lock();
+        if values.len() <= id {
+            values.resize_with(id + 1, || None);
+        }
+        values[id] = Some((generation, value));
+        drop(values);
+        preempt_enable();
+        result
+    }
+}
+
+impl<T: Default> Default for ThreadLocal<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Blocking primitives built on park/unpark.
 pub mod sync {
     use super::*;
@@ -730,6 +815,13 @@ pub mod sync {
         /// Wakes every waiter.
         pub fn wake_all(&self) {
             while self.wake_one() {}
+        }
+
+        /// Drops `thread` from the queue (after it gave up waiting).
+        pub fn remove(&self, thread: ThreadId) {
+            preempt_disable();
+            self.waiting.lock().retain(|t| *t != thread);
+            preempt_enable();
         }
     }
 
@@ -828,6 +920,23 @@ pub mod sync {
             mutex.lock()
         }
 
+        /// Like [`Condvar::wait`], giving up after `us` microseconds; the
+        /// flag is `true` when the wait timed out.
+        pub fn wait_timeout_us<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            us: u64,
+        ) -> (MutexGuard<'a, T>, bool) {
+            let mutex = guard.mutex;
+            self.queue.enqueue_current();
+            drop(guard);
+            let woken = park_timeout_us(us);
+            if !woken {
+                self.queue.remove(current());
+            }
+            (mutex.lock(), !woken)
+        }
+
         /// Wakes one waiter.
         pub fn notify_one(&self) {
             self.queue.wake_one();
@@ -873,6 +982,15 @@ pub mod sync {
     struct Channel<T> {
         queue: Mutex<(VecDeque<T>, usize)>,
         ready: Condvar,
+    }
+
+    /// Why [`Receiver::recv_timeout_us`] returned no value.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum RecvTimeoutError {
+        /// Nothing arrived in time.
+        Timeout,
+        /// Every sender is gone and nothing is queued.
+        Disconnected,
     }
 
     /// The sending half of [`channel`]; clone it for more senders.
@@ -924,6 +1042,29 @@ pub mod sync {
     }
 
     impl<T> Receiver<T> {
+        /// The next value, waiting at most `us` microseconds for one.
+        pub fn recv_timeout_us(&self, us: u64) -> Result<T, RecvTimeoutError> {
+            let deadline = kiln_hal::time::now_ns().saturating_add(us.saturating_mul(1000));
+            let mut q = self.inner.queue.lock();
+            loop {
+                if let Some(v) = q.0.pop_front() {
+                    return Ok(v);
+                }
+                if q.1 == 0 {
+                    return Err(RecvTimeoutError::Disconnected);
+                }
+                let now = kiln_hal::time::now_ns();
+                if now >= deadline {
+                    return Err(RecvTimeoutError::Timeout);
+                }
+                q = self
+                    .inner
+                    .ready
+                    .wait_timeout_us(q, (deadline - now).div_ceil(1000))
+                    .0;
+            }
+        }
+
         /// The next value, waiting for one; `None` once every sender is
         /// gone and the queue is empty.
         pub fn recv(&self) -> Option<T> {
@@ -1119,7 +1260,67 @@ macro_rules! thread_suite {
             check!((6..20).contains(&ms), "the sleeps took {ms} ms in all");
             Ok(())
         }
+        fn thread_locals_are_per_thread(_: &mut Env) -> Outcome {
+            with_scheduler()?;
+            static COUNT: thread::ThreadLocal<u32> = thread::ThreadLocal::new();
+            let handles: Vec<_> = (1..=4u32)
+                .map(|t| {
+                    thread::spawn(move || {
+                        for _ in 0..t * 10 {
+                            COUNT.with(|c| *c += 1);
+                            thread::yield_now();
+                        }
+                        COUNT.with(|c| *c)
+                    })
+                })
+                .collect();
+            let seen: Vec<u32> = handles.into_iter().flatten().map(|h| h.join()).collect();
+            check_eq!(seen, alloc::vec![10, 20, 30, 40]);
+            // A new thread that reuses an id starts from the default again.
+            let again = thread::spawn(|| COUNT.with(|c| *c));
+            check_eq!(again.map(|h| h.join()).ok(), Some(0));
+            Ok(())
+        }
+        fn blocking_calls_time_out(_: &mut Env) -> Outcome {
+            with_scheduler()?;
+            let (tx, rx) = sync::channel::<u32>();
+            let start = $crate::hal::time::now_ns();
+            let r = rx.recv_timeout_us(3000);
+            let ms = ($crate::hal::time::now_ns() - start) as f64 / 1e6;
+            check_eq!(r, Err(sync::RecvTimeoutError::Timeout));
+            check!(
+                (3.0..10.0).contains(&ms),
+                "a 3 ms receive timeout took {ms:.2} ms"
+            );
+            let sender = thread::spawn(move || {
+                thread::sleep_ms(1);
+                tx.send(7);
+            });
+            check_eq!(rx.recv_timeout_us(1_000_000), Ok(7));
+            if let Ok(h) = sender {
+                h.join();
+            }
+            check_eq!(
+                rx.recv_timeout_us(1000),
+                Err(sync::RecvTimeoutError::Disconnected)
+            );
+            check!(
+                !thread::park_timeout_us(500),
+                "a park with nobody to unpark it did not time out"
+            );
+            Ok(())
+        }
         const SUITE: &[Test] = &[
+            Test {
+                name: concat!(module_path!(), "::thread_locals_are_per_thread"),
+                run: thread_locals_are_per_thread,
+                requires: None,
+            },
+            Test {
+                name: concat!(module_path!(), "::blocking_calls_time_out"),
+                run: blocking_calls_time_out,
+                requires: None,
+            },
             Test {
                 name: concat!(module_path!(), "::spawn_and_join_return_values"),
                 run: spawn_and_join_return_values,

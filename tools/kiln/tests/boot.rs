@@ -343,9 +343,9 @@ fn kiln_test_runs_every_in_guest_suite() {
         let out = kiln(&["test", "-q", "--platform", p]);
         let text = stdout(&out);
         let expect = if p == "linuxu" {
-            "ktest: 55 passed, 0 failed, 5 skipped"
+            "ktest: 59 passed, 0 failed, 5 skipped"
         } else {
-            "ktest: 60 passed, 0 failed, 0 skipped"
+            "ktest: 64 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
         assert!(!text.contains("FAILED"), "on {p}: {text}");
