@@ -30,6 +30,7 @@ pub mod cmdline;
 pub mod exit;
 pub mod port;
 pub mod pvh;
+pub mod rtc;
 pub mod sc;
 pub mod upcall;
 

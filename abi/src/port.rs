@@ -37,8 +37,14 @@ pub struct ConsoleWrite {
 /// Longest buffer one console hostcall may carry; hosts reject longer ones.
 pub const CONSOLE_WRITE_MAX_BYTES: u64 = 64 * 1024;
 
+/// CMOS/RTC index port (write the register number).
+pub const CMOS_INDEX: u16 = 0x70;
+
+/// CMOS/RTC data port (read the selected register).
+pub const CMOS_DATA: u16 = 0x71;
+
 /// Port ranges (first port, count) opened to CPL3 code.
-pub const OPEN_TO_CPL3: [(u16, u16); 3] = [(COM1, 8), (EXIT, 4), (HOSTCALL, 4)];
+pub const OPEN_TO_CPL3: [(u16, u16); 4] = [(COM1, 8), (EXIT, 4), (HOSTCALL, 4), (CMOS_INDEX, 2)];
 
 /// Ports covered by the TSS I/O bitmap (all higher ports are closed).
 pub const IO_BITMAP_PORTS: u16 = 0x500;
@@ -67,7 +73,8 @@ mod tests {
         assert!(open_to_cpl3(COM1 + 7));
         assert!(!open_to_cpl3(COM1 + 8));
         assert!(open_to_cpl3(EXIT + 3));
-        assert!(!open_to_cpl3(0x70));
+        assert!(open_to_cpl3(0x71));
+        assert!(!open_to_cpl3(0x72));
         assert!(!open_to_cpl3(0xcf8));
     }
 }

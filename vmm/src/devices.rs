@@ -194,3 +194,68 @@ mod tests {
         assert_eq!(u.record("port 0x62".into(), false), None);
     }
 }
+
+/// The CMOS real-time clock: the host's time, UTC, BCD, 24-hour mode.
+#[derive(Default)]
+pub struct Rtc {
+    index: u8,
+}
+
+impl Rtc {
+    /// A write to the index port.
+    pub fn select(&mut self, value: u8) {
+        self.index = value & 0x7f; // bit 7 is the NMI mask
+    }
+
+    /// A read of the data port, at host time `unix_secs`.
+    pub fn read_at(&self, unix_secs: u64) -> u8 {
+        use kiln_abi::rtc::*;
+        let t = DateTime::from_unix(unix_secs);
+        match self.index {
+            REG_SECONDS => to_bcd(t.second),
+            REG_MINUTES => to_bcd(t.minute),
+            REG_HOURS => to_bcd(t.hour),
+            0x06 => to_bcd(((t.year.rem_euclid(7) as u32) % 7) + 1), // weekday (unused)
+            REG_DAY => to_bcd(t.day),
+            REG_MONTH => to_bcd(t.month),
+            REG_YEAR => to_bcd((t.year.rem_euclid(100)) as u32),
+            REG_CENTURY => to_bcd((t.year / 100) as u32),
+            REG_STATUS_A => 0x26, // no update in progress, 32.768 kHz base
+            REG_STATUS_B => STATUS_B_24H,
+            0x0d => 0x80, // status D: battery good
+            _ => 0,
+        }
+    }
+
+    /// A read of the data port now.
+    pub fn read(&self) -> u8 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.read_at(now)
+    }
+}
+
+#[cfg(test)]
+mod rtc_tests {
+    use super::*;
+
+    #[test]
+    fn registers_carry_the_host_time_in_bcd() {
+        let mut rtc = Rtc::default();
+        let at = 1_795_971_687; // 2026-11-29 17:01:27 UTC
+        let read = |rtc: &mut Rtc, reg: u8| {
+            rtc.select(reg | 0x80);
+            rtc.read_at(at)
+        };
+        assert_eq!(read(&mut rtc, 0x00), 0x27);
+        assert_eq!(read(&mut rtc, 0x02), 0x01);
+        assert_eq!(read(&mut rtc, 0x04), 0x17);
+        assert_eq!(read(&mut rtc, 0x07), 0x29);
+        assert_eq!(read(&mut rtc, 0x08), 0x11);
+        assert_eq!(read(&mut rtc, 0x09), 0x26);
+        assert_eq!(read(&mut rtc, 0x32), 0x20);
+        assert_eq!(read(&mut rtc, 0x0b), kiln_abi::rtc::STATUS_B_24H);
+        assert_eq!(read(&mut rtc, 0x0a) & 0x80, 0, "no update in progress");
+    }
+}

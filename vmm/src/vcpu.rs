@@ -28,6 +28,7 @@ pub struct Vm {
     vcpu: VcpuFd,
     mem: GuestMemoryMmap,
     com1: Com1,
+    rtc: devices::Rtc,
     console: SharedConsole,
 }
 
@@ -118,6 +119,7 @@ impl Vm {
             vcpu,
             mem,
             com1,
+            rtc: devices::Rtc::default(),
             console,
         })
     }
@@ -147,7 +149,12 @@ impl Vm {
             }
             let ending = match exit {
                 VcpuExit::IoOut(p, data) => {
-                    let r = handle_out(&mut self.com1, &mut self.console, &self.mem, p, data);
+                    let r = if p == kiln_abi::port::CMOS_INDEX {
+                        self.rtc.select(data.first().copied().unwrap_or(0));
+                        Out::Handled
+                    } else {
+                        handle_out(&mut self.com1, &mut self.console, &self.mem, p, data)
+                    };
                     match r {
                         Out::Handled => {
                             unhandled.reset();
@@ -160,7 +167,12 @@ impl Vm {
                     }
                 }
                 VcpuExit::IoIn(p, data) => {
-                    if handle_in(&mut self.com1, p, data) {
+                    if p == kiln_abi::port::CMOS_DATA {
+                        data.fill(0);
+                        data[0] = self.rtc.read();
+                        unhandled.reset();
+                        None
+                    } else if handle_in(&mut self.com1, p, data) {
                         unhandled.reset();
                         None
                     } else {

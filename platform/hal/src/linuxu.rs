@@ -253,6 +253,19 @@ impl Platform for LinuxProcess {
         unsafe { syscall6(nr::NANOSLEEP, [ts.as_ptr() as u64, 0, 0, 0, 0, 0]) };
     }
 
+    fn wall_clock_ns() -> Option<u64> {
+        const CLOCK_REALTIME: u64 = 0;
+        let mut ts = [0u64; 2];
+        // SAFETY: clock_gettime writes the 16-byte timespec it points to.
+        let r = unsafe {
+            syscall6(
+                nr::CLOCK_GETTIME,
+                [CLOCK_REALTIME, ts.as_mut_ptr() as u64, 0, 0, 0, 0],
+            )
+        };
+        (r == 0).then(|| ts[0].saturating_mul(1_000_000_000).saturating_add(ts[1]))
+    }
+
     fn monotonic_ns() -> u64 {
         const CLOCK_MONOTONIC: u64 = 1;
         let mut ts = [0u64; 2];

@@ -40,6 +40,8 @@ pub trait Platform {
     /// halting (a timer that fires in between cannot make this wait
     /// forever). The timer interrupt is raised as usual.
     fn halt_for_us(us: u64);
+    /// Nanoseconds since the Unix epoch (UTC), if the platform has a clock.
+    fn wall_clock_ns() -> Option<u64>;
 }
 
 /// The PVH virtual-machine platform (CPL0 supervisor + CPL3 Rust).
@@ -104,6 +106,10 @@ impl Platform for Pvh {
 
     fn monotonic_ns() -> u64 {
         crate::time::tsc_monotonic_ns()
+    }
+
+    fn wall_clock_ns() -> Option<u64> {
+        crate::time::rtc_wall_clock_ns()
     }
 
     fn halt_for_us(us: u64) {

@@ -22,6 +22,94 @@ pub fn now_ns() -> u64 {
     Current::monotonic_ns()
 }
 
+/// Nanoseconds since the Unix epoch (UTC): the wall clock, if the
+/// platform has one (the CMOS RTC on VMs, read once and then advanced with
+/// the monotonic clock; `CLOCK_REALTIME` on linuxu).
+pub fn wall_clock_ns() -> Option<u64> {
+    Current::wall_clock_ns()
+}
+
+/// Wall-clock offset: Unix-epoch ns at monotonic 0 (0 = not read yet).
+static WALL_OFFSET_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The RTC's time, read once (PVH).
+pub(crate) fn rtc_wall_clock_ns() -> Option<u64> {
+    let mut offset = WALL_OFFSET_NS.load(Ordering::Relaxed);
+    if offset == 0 {
+        let secs = read_rtc_unix_secs()?;
+        offset = (secs * 1_000_000_000).saturating_sub(now_ns());
+        WALL_OFFSET_NS.store(offset, Ordering::Relaxed);
+    }
+    Some(offset + now_ns())
+}
+
+/// Reads the CMOS RTC: waits out an update, reads until two reads agree.
+fn read_rtc_unix_secs() -> Option<u64> {
+    use crate::arch::x86_64::{inb, outb};
+    use kiln_abi::port::{CMOS_DATA, CMOS_INDEX};
+    use kiln_abi::rtc::*;
+    let reg = |r: u8| {
+        outb(CMOS_INDEX, r);
+        inb(CMOS_DATA)
+    };
+    if reg(REG_STATUS_A) == 0xff && reg(REG_STATUS_B) == 0xff {
+        return None; // nothing answers: no RTC (the bus floats high)
+    }
+    let snapshot = || {
+        for _ in 0..1000 {
+            if reg(REG_STATUS_A) & 0x80 == 0 {
+                break;
+            }
+        }
+        [
+            REG_SECONDS,
+            REG_MINUTES,
+            REG_HOURS,
+            REG_DAY,
+            REG_MONTH,
+            REG_YEAR,
+            REG_CENTURY,
+        ]
+        .map(reg)
+    };
+    let mut raw = snapshot();
+    for _ in 0..5 {
+        let again = snapshot();
+        if again == raw {
+            break;
+        }
+        raw = again;
+    }
+    let status_b = reg(REG_STATUS_B);
+    if raw.iter().all(|b| *b == 0xff) {
+        return None; // no RTC answers
+    }
+    let value = |b: u8| {
+        if status_b & 0x04 != 0 {
+            u32::from(b)
+        } else {
+            from_bcd(b)
+        }
+    };
+    let mut hour = value(raw[2] & 0x7f);
+    if status_b & 0x02 == 0 && raw[2] & 0x80 != 0 {
+        hour = (hour % 12) + 12; // 12-hour mode, PM
+    }
+    let century = match value(raw[6]) {
+        c @ 19..=29 => c,
+        _ => 20,
+    };
+    DateTime {
+        year: i64::from(century * 100 + value(raw[5])),
+        month: value(raw[4]),
+        day: value(raw[3]),
+        hour,
+        minute: value(raw[1]),
+        second: value(raw[0]),
+    }
+    .to_unix()
+}
+
 /// Microseconds since boot (monotonic).
 pub fn now_us() -> u64 {
     now_ns() / 1000
@@ -194,8 +282,28 @@ pub mod ktests {
         Ok(())
     }
 
+    fn wall_clock_is_plausible_and_advances(_: &mut Env) -> Outcome {
+        let Some(first) = super::wall_clock_ns() else {
+            check!(false, "the platform has no wall clock");
+            return Ok(());
+        };
+        // 2020-01-01 .. 2100-01-01
+        check!(
+            (1_577_836_800_000_000_000..4_102_444_800_000_000_000).contains(&first),
+            "wall clock reads {first} ns"
+        );
+        sleep_ms(2);
+        let second = super::wall_clock_ns().unwrap_or(0);
+        check!(
+            second >= first + 2_000_000,
+            "the wall clock did not advance with time"
+        );
+        Ok(())
+    }
+
     /// The suite.
     pub const SUITE: Suite = &[
+        test!(wall_clock_is_plausible_and_advances),
         test!(clock_is_monotonic_and_advances),
         test!(sleep_10ms_takes_10_to_15ms),
         test!(sleep_1ms_takes_1_to_3ms),

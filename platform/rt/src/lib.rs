@@ -85,6 +85,11 @@ fn run_main(mem: memory::MemoryStats, cmdline: kiln_abi::cmdline::Cmdline) -> ! 
         mem.free_frames,
         <kiln_hal::platform::Current as kiln_hal::platform::Platform>::NAME,
     );
+    if log::log_enabled!(log::Level::Debug)
+        && let Some(ns) = kiln_hal::time::wall_clock_ns()
+    {
+        log::debug!("wall clock: {} s since the Unix epoch", ns / 1_000_000_000);
+    }
     let args: Vec<&str> = cmdline
         .args
         .iter()

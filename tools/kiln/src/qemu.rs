@@ -29,7 +29,7 @@ pub fn kvm_usable() -> bool {
 /// The QEMU command line for an image.
 pub fn command(image: &Path, memory_bytes: u64, cmdline: &str, kvm: bool) -> Command {
     let mut cmd = Command::new(qemu_binary());
-    cmd.args(["-M", "microvm,pic=off,pit=off,rtc=off"]);
+    cmd.args(["-M", "microvm,pic=off,pit=off,rtc=on"]);
     if kvm {
         // -arch-capabilities: QEMU 7.2 aborts on MSR 0x10a here; +invtsc makes
         // QEMU publish the TSC frequency (CPUID 0x4000_0010) to the clock.

@@ -343,9 +343,9 @@ fn kiln_test_runs_every_in_guest_suite() {
         let out = kiln(&["test", "-q", "--platform", p]);
         let text = stdout(&out);
         let expect = if p == "linuxu" {
-            "ktest: 59 passed, 0 failed, 5 skipped"
+            "ktest: 60 passed, 0 failed, 5 skipped"
         } else {
-            "ktest: 64 passed, 0 failed, 0 skipped"
+            "ktest: 65 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -380,5 +380,27 @@ fn producer_consumer_runs_under_both_schedulers() {
             );
             assert_eq!(status(&out), 0, "{sched} on {p}");
         }
+    }
+}
+
+#[test]
+fn guest_wall_clock_matches_the_host() {
+    for p in platforms("guest_wall_clock_matches_the_host") {
+        let out = run_app("hello", p, &["--log", "debug"]);
+        let text = stdout(&out);
+        let guest: u64 = text
+            .split("wall clock: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no wall clock line on {p}: {text}"));
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            host.abs_diff(guest) <= 5,
+            "on {p}: guest {guest}, host {host}"
+        );
     }
 }

@@ -36,10 +36,21 @@ const fn io_open(i: usize) -> (usize, u8) {
     not(all(kiln_guest, not(kiln_linuxu))),
     allow(dead_code, reason = "used by the guest-only supervisor and tests")
 )]
-const IO_OPEN: [(usize, u8); 3] = [io_open(0), io_open(1), io_open(2)];
-const _: () = assert!(
-    IO_OPEN[0].0 != IO_OPEN[1].0 && IO_OPEN[1].0 != IO_OPEN[2].0 && IO_OPEN[0].0 != IO_OPEN[2].0
-);
+const IO_OPEN: [(usize, u8); 4] = [io_open(0), io_open(1), io_open(2), io_open(3)];
+const _: () = {
+    let mut i = 0;
+    while i < IO_OPEN.len() {
+        let mut j = i + 1;
+        while j < IO_OPEN.len() {
+            assert!(
+                IO_OPEN[i].0 != IO_OPEN[j].0,
+                "two open port ranges share a bitmap byte"
+            );
+            j += 1;
+        }
+        i += 1;
+    }
+};
 
 #[cfg(all(kiln_guest, not(kiln_linuxu)))]
 core::arch::global_asm!(
@@ -70,6 +81,8 @@ core::arch::global_asm!(
     IO_OPEN1_VALUE = const IO_OPEN[1].1,
     IO_OPEN2_BYTE = const IO_OPEN[2].0,
     IO_OPEN2_VALUE = const IO_OPEN[2].1,
+    IO_OPEN3_BYTE = const IO_OPEN[3].0,
+    IO_OPEN3_VALUE = const IO_OPEN[3].1,
     OFF_RAX = const upcall::OFF_RAX,
     OFF_RBX = const upcall::OFF_RBX,
     OFF_RCX = const upcall::OFF_RCX,

@@ -582,6 +582,8 @@ tss:
     .byte {IO_OPEN1_VALUE}
     .elseif b == {IO_OPEN2_BYTE}
     .byte {IO_OPEN2_VALUE}
+    .elseif b == {IO_OPEN3_BYTE}
+    .byte {IO_OPEN3_VALUE}
     .else
     .byte 0xff
     .endif
