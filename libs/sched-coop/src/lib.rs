@@ -9,13 +9,12 @@
 
 extern crate alloc;
 
-use alloc::collections::VecDeque;
-use kiln_sched::{Scheduler, ThreadId};
+use kiln_sched::{ReadyQueue, Scheduler, ThreadId};
 
 /// FIFO of ready threads.
 #[derive(Debug, Default)]
 pub struct Cooperative {
-    ready: VecDeque<ThreadId>,
+    ready: ReadyQueue,
 }
 
 impl Scheduler for Cooperative {
@@ -24,13 +23,11 @@ impl Scheduler for Cooperative {
     }
 
     fn enqueue(&mut self, thread: ThreadId) {
-        if !self.ready.contains(&thread) {
-            self.ready.push_back(thread);
-        }
+        self.ready.push(thread);
     }
 
     fn pick_next(&mut self) -> Option<ThreadId> {
-        self.ready.pop_front()
+        self.ready.pop()
     }
 
     fn has_ready(&self) -> bool {

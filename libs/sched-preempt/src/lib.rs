@@ -9,8 +9,7 @@
 
 extern crate alloc;
 
-use alloc::collections::VecDeque;
-use kiln_sched::{Scheduler, ThreadId};
+use kiln_sched::{ReadyQueue, Scheduler, ThreadId};
 
 /// Default time slice: 5 ms.
 pub const DEFAULT_SLICE_US: u64 = 5_000;
@@ -18,7 +17,7 @@ pub const DEFAULT_SLICE_US: u64 = 5_000;
 /// Round robin with time slices.
 #[derive(Debug)]
 pub struct Preemptive {
-    ready: VecDeque<ThreadId>,
+    ready: ReadyQueue,
     slice_us: u64,
 }
 
@@ -32,7 +31,7 @@ impl Preemptive {
     /// A scheduler with slices of `slice_us` (at least 100 us).
     pub fn with_slice_us(slice_us: u64) -> Self {
         Self {
-            ready: VecDeque::new(),
+            ready: ReadyQueue::default(),
             slice_us: slice_us.max(100),
         }
     }
@@ -44,13 +43,11 @@ impl Scheduler for Preemptive {
     }
 
     fn enqueue(&mut self, thread: ThreadId) {
-        if !self.ready.contains(&thread) {
-            self.ready.push_back(thread);
-        }
+        self.ready.push(thread);
     }
 
     fn pick_next(&mut self) -> Option<ThreadId> {
-        self.ready.pop_front()
+        self.ready.pop()
     }
 
     fn has_ready(&self) -> bool {

@@ -33,3 +33,49 @@ pub trait Scheduler: Send {
     /// picked; `true` means switch to another ready thread now.
     fn should_preempt(&self, current: ThreadId, ran_us: u64) -> bool;
 }
+
+extern crate alloc;
+
+/// A FIFO of ready threads without duplicates: the queue both round-robin
+/// schedulers share.
+#[derive(Debug, Default)]
+pub struct ReadyQueue {
+    ready: alloc::collections::VecDeque<ThreadId>,
+}
+
+impl ReadyQueue {
+    /// Appends `thread` unless it is queued already.
+    pub fn push(&mut self, thread: ThreadId) {
+        if !self.ready.contains(&thread) {
+            self.ready.push_back(thread);
+        }
+    }
+
+    /// Takes the longest-waiting thread.
+    pub fn pop(&mut self) -> Option<ThreadId> {
+        self.ready.pop_front()
+    }
+
+    /// Whether no thread is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_queue_is_fifo_without_duplicates() {
+        let mut q = ReadyQueue::default();
+        for t in [3, 1, 3, 2] {
+            q.push(t);
+        }
+        assert_eq!(
+            [q.pop(), q.pop(), q.pop(), q.pop()],
+            [Some(3), Some(1), Some(2), None]
+        );
+        assert!(q.is_empty());
+    }
+}
