@@ -22,7 +22,8 @@ pub const MAP: u64 = BASE + 2;
 pub const UNMAP: u64 = BASE + 3;
 /// `resume(frame)`: leave the upcall handler, resuming the context in `frame`.
 pub const RESUME: u64 = BASE + 4;
-/// `apic_write(msr, value)`: write an x2APIC register (MSR 0x800–0x8ff).
+/// `apic_write(msr, value)`: write an x2APIC register (MSR 0x800–0x8ff) or
+/// the TSC-deadline MSR (0x6e0).
 pub const APIC_WRITE: u64 = BASE + 5;
 /// `fault_test()`: executes `ud2` in the supervisor, to test the report
 /// of a fault at CPL0 (ends the guest with `exit::SUPERVISOR_FAULT`).
@@ -32,10 +33,10 @@ pub const FAULT_TEST: u64 = BASE + 6;
 /// null page: a set of [`PROTECT_WRITE`], [`PROTECT_EXEC`], or
 /// [`PROTECT_NONE`] (unmapped, for guard pages). W+X is refused (`EPERM`).
 pub const PROTECT: u64 = BASE + 7;
-/// `halt_for(ticks)`: loads the local-APIC timer's count with `ticks`
-/// (its mode and vector must already be set up) and halts, with
-/// interrupts off until the `hlt`, so the timer cannot fire unseen in
-/// between. Like [`HALT`] otherwise.
+/// `halt_for(value, msr)`: arms the local-APIC timer — `msr` 0x838 loads
+/// the one-shot count, 0x6e0 the TSC deadline (mode and vector must
+/// already be set up) — and halts, with interrupts off until the `hlt`,
+/// so the timer cannot fire unseen in between. Like [`HALT`] otherwise.
 pub const HALT_FOR: u64 = BASE + 8;
 /// One past the last supervisor-call number.
 pub const END: u64 = BASE + 9;

@@ -101,6 +101,7 @@ fn main(_args: &[&str]) -> i32 {
         "bench: context_switch_preemptive_sched {:.0} ns",
         context_switch_ns()
     );
+    println!("bench: timer_mode {} -", kiln_rt::hal::timer::mode());
     println!(
         "bench: alloc_tlsf {:.2} Mops/s",
         alloc_mops::<kiln_alloc_tlsf::TlsfHeap>()

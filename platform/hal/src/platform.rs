@@ -47,8 +47,8 @@ pub trait Platform {
 /// The PVH virtual-machine platform (CPL0 supervisor + CPL3 Rust).
 pub struct Pvh;
 
-/// x2APIC registers used by the one-shot timer.
-mod x2apic {
+/// x2APIC registers used by the timer.
+pub(crate) mod x2apic {
     pub const SVR: u32 = 0x80f;
     pub const LVT_TIMER: u32 = 0x832;
     pub const TIMER_INITIAL: u32 = 0x838;
@@ -56,8 +56,68 @@ mod x2apic {
     /// Spurious vector: the last one inside the supervisor's IDT.
     pub const SPURIOUS_VECTOR: u64 = kiln_abi::upcall::VECTORS as u64 - 1;
     /// Timer ticks per microsecond with divide-by-1 (KVM's APIC bus runs
-    /// at 1 GHz; calibration comes with the clock work).
+    /// at 1 GHz) for the one-shot mode.
     pub const TICKS_PER_US: u64 = 1000;
+    /// IA32_TSC_DEADLINE.
+    pub const TSC_DEADLINE: u32 = 0x6e0;
+
+    use crate::sc::ScError;
+    use core::sync::atomic::{AtomicU8, Ordering};
+
+    const UNSET: u8 = 0;
+    const ONESHOT: u8 = 1;
+    const DEADLINE: u8 = 2;
+    /// The timer mode, chosen and programmed once.
+    static MODE: AtomicU8 = AtomicU8::new(UNSET);
+
+    /// Sets up the timer: TSC-deadline mode where the CPU has it and the
+    /// TSC frequency is published (CPUID), else one-shot count mode.
+    fn configure() -> Result<u8, ScError> {
+        let mode = MODE.load(Ordering::Relaxed);
+        if mode != UNSET {
+            return Ok(mode);
+        }
+        let has_deadline = core::arch::x86_64::__cpuid(1).ecx & (1 << 24) != 0;
+        let mode = if has_deadline && crate::time::tsc_per_ms_published().is_some() {
+            DEADLINE
+        } else {
+            ONESHOT
+        };
+        let vector = u64::from(kiln_abi::upcall::TIMER_VECTOR);
+        crate::sc::apic_write(SVR, 0x100 | SPURIOUS_VECTOR)?;
+        crate::sc::apic_write(TIMER_DIVIDE, 0xb)?;
+        let lvt_mode = if mode == DEADLINE { 2 << 17 } else { 0 };
+        crate::sc::apic_write(LVT_TIMER, vector | lvt_mode)?;
+        MODE.store(mode, Ordering::Relaxed);
+        Ok(mode)
+    }
+
+    /// The (value, MSR) that arms the timer `us` from now.
+    pub fn arm_value(us: u64) -> Result<(u64, u32), ScError> {
+        if configure()? == DEADLINE {
+            let per_ms = crate::time::tsc_per_ms_published().unwrap_or(1_000_000);
+            let delta = us.saturating_mul(per_ms) / 1000;
+            Ok((
+                crate::time::rdtsc().saturating_add(delta.max(1)),
+                TSC_DEADLINE,
+            ))
+        } else {
+            Ok((
+                us.saturating_mul(TICKS_PER_US)
+                    .clamp(1, u64::from(u32::MAX)),
+                TIMER_INITIAL,
+            ))
+        }
+    }
+
+    /// "tsc-deadline" or "one-shot" (after the first arm), else "unset".
+    pub fn mode_name() -> &'static str {
+        match MODE.load(Ordering::Relaxed) {
+            DEADLINE => "tsc-deadline",
+            ONESHOT => "one-shot",
+            _ => "unset",
+        }
+    }
 }
 
 impl Platform for Pvh {
@@ -88,20 +148,8 @@ impl Platform for Pvh {
     }
 
     fn timer_oneshot_us(us: u64) -> Result<(), ScError> {
-        use x2apic::*;
-        let ticks = us
-            .saturating_mul(TICKS_PER_US)
-            .clamp(1, u64::from(u32::MAX));
-        use core::sync::atomic::{AtomicBool, Ordering};
-        /// Mode, divider and vector are set once; then only the count.
-        static CONFIGURED: AtomicBool = AtomicBool::new(false);
-        if !CONFIGURED.load(Ordering::Relaxed) {
-            crate::sc::apic_write(SVR, 0x100 | SPURIOUS_VECTOR)?;
-            crate::sc::apic_write(TIMER_DIVIDE, 0xb)?;
-            crate::sc::apic_write(LVT_TIMER, u64::from(kiln_abi::upcall::TIMER_VECTOR))?;
-            CONFIGURED.store(true, Ordering::Relaxed);
-        }
-        crate::sc::apic_write(TIMER_INITIAL, ticks)
+        let (value, msr) = x2apic::arm_value(us)?;
+        crate::sc::apic_write(msr, value)
     }
 
     fn monotonic_ns() -> u64 {
@@ -113,15 +161,10 @@ impl Platform for Pvh {
     }
 
     fn halt_for_us(us: u64) {
-        // Sets the timer's mode and vector (and arms it), then re-arms the
-        // count and halts atomically in the supervisor.
-        if Self::timer_oneshot_us(us).is_err() {
-            return;
+        // Arms the timer and halts in one supervisor call.
+        if let Ok((value, msr)) = x2apic::arm_value(us) {
+            crate::sc::raw(kiln_abi::sc::HALT_FOR, value, u64::from(msr), 0);
         }
-        let ticks = us
-            .saturating_mul(x2apic::TICKS_PER_US)
-            .clamp(1, u64::from(u32::MAX));
-        crate::sc::raw(kiln_abi::sc::HALT_FOR, ticks, 0, 0);
     }
 }
 

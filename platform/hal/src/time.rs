@@ -163,6 +163,20 @@ fn cpuid(leaf: u32) -> (u32, u32, u32, u32) {
     (r.eax, r.ebx, r.ecx, r.edx)
 }
 
+/// TSC ticks per millisecond as CPUID publishes them (cached), if it does.
+pub(crate) fn tsc_per_ms_published() -> Option<u64> {
+    static CACHED: AtomicU64 = AtomicU64::new(u64::MAX);
+    match CACHED.load(Ordering::Relaxed) {
+        u64::MAX => {
+            let v = tsc_per_ms_from_cpuid();
+            CACHED.store(v.unwrap_or(0), Ordering::Relaxed);
+            v
+        }
+        0 => None,
+        v => Some(v),
+    }
+}
+
 /// TSC ticks per millisecond from CPUID, if it says.
 fn tsc_per_ms_from_cpuid() -> Option<u64> {
     let (hv_max, ..) = cpuid(0x4000_0000);
@@ -216,7 +230,7 @@ pub(crate) fn tsc_monotonic_ns() -> u64 {
     let mut per_ms = TSC_PER_MS.load(Ordering::Relaxed);
     if per_ms == 0 {
         TSC_ORIGIN.store(rdtsc(), Ordering::SeqCst);
-        per_ms = tsc_per_ms_from_cpuid().unwrap_or_else(tsc_per_ms_measured);
+        per_ms = tsc_per_ms_published().unwrap_or_else(tsc_per_ms_measured);
         TSC_PER_MS.store(per_ms, Ordering::SeqCst);
     }
     let ticks = rdtsc().wrapping_sub(TSC_ORIGIN.load(Ordering::Relaxed));
@@ -301,8 +315,25 @@ pub mod ktests {
         Ok(())
     }
 
+    fn timer_uses_tsc_deadline_where_available(_: &mut Env) -> Outcome {
+        sleep_us(100); // arms the timer at least once
+        let has_deadline = core::arch::x86_64::__cpuid(1).ecx & (1 << 24) != 0;
+        let expected = if has_deadline && super::tsc_per_ms_published().is_some() {
+            "tsc-deadline"
+        } else {
+            "one-shot"
+        };
+        check!(
+            crate::timer::mode() == expected,
+            "timer mode {}, expected {expected}",
+            crate::timer::mode()
+        );
+        Ok(())
+    }
+
     /// The suite.
     pub const SUITE: Suite = &[
+        test!(timer_uses_tsc_deadline_where_available, requires = "pvh"),
         test!(wall_clock_is_plausible_and_advances),
         test!(clock_is_monotonic_and_advances),
         test!(sleep_10ms_takes_10_to_15ms),

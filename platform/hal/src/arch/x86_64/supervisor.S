@@ -202,15 +202,21 @@ halt_after:
     xorl %eax, %eax
     jmp sc_return
 
-/* halt_for(ticks): arm the APIC timer count, then halt, atomically (IF is
- * clear since the gate; sti's shadow covers the hlt). rdx is preserved. */
+/* halt_for(value, msr): arm the APIC timer — initial count (msr 0x838)
+ * or TSC deadline (msr 0x6e0) — then halt, atomically (IF is clear since
+ * the gate; sti's shadow covers the hlt). rdx is preserved. */
 sc_halt_for:
     cmpb $0, x2apic_on
     je sc_enodev
-    pushq %rdx
-    movl $0x838, %ecx               /* x2APIC timer initial count */
+    cmpq $0x838, %rsi
+    je 20f
+    cmpq $0x6e0, %rsi
+    jne sc_einval
+20: pushq %rdx
+    movl %esi, %ecx
     movl %edi, %eax
-    xorl %edx, %edx
+    movq %rdi, %rdx
+    shrq $32, %rdx
     wrmsr
     popq %rdx
     jmp sc_halt
@@ -276,11 +282,13 @@ sc_unmap:
 sc_apic_write:
     cmpb $0, x2apic_on
     je sc_enodev
+    cmpq $0x6e0, %rdi               /* IA32_TSC_DEADLINE */
+    je 19f
     movq %rdi, %rax
     subq $0x800, %rax
     cmpq $0x100, %rax
     jae sc_einval
-    pushq %rdx                      /* wrmsr takes edx; callers keep rdx */
+19: pushq %rdx                      /* wrmsr takes edx; callers keep rdx */
     movl %edi, %ecx
     movl %esi, %eax
     movq %rsi, %rdx
