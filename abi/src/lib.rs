@@ -57,3 +57,9 @@ pub const SUP_PAGES: u64 = 16;
 
 /// ELF note type (name "Kiln") that marks a linuxu executable.
 pub const LINUXU_NOTE_TYPE: u32 = 1;
+
+/// Guest-physical base of the IOAPIC's registers (MMIO).
+pub const IOAPIC_BASE: u64 = 0xfec0_0000;
+
+/// The IOAPIC pin COM1 interrupts on.
+pub const COM1_IRQ: u8 = 4;

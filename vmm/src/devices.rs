@@ -53,18 +53,9 @@ impl Write for SharedConsole {
     }
 }
 
-/// COM1 has no interrupt line wired yet: the guest polls or writes blindly.
-pub struct NoIrq;
-
-impl vm_superio::Trigger for NoIrq {
-    type E = io::Error;
-    fn trigger(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The COM1 UART.
-pub type Com1 = vm_superio::Serial<NoIrq, vm_superio::serial::NoEvents, SharedConsole>;
+/// The COM1 UART, interrupting on IOAPIC pin 4.
+pub type Com1 =
+    vm_superio::Serial<crate::ioapic::IrqLine, vm_superio::serial::NoEvents, SharedConsole>;
 
 /// Why a hostcall console write was refused.
 #[derive(Debug, PartialEq, Eq)]

@@ -24,6 +24,7 @@
 mod devices;
 mod elfcheck;
 mod error;
+mod ioapic;
 mod layout;
 mod vcpu;
 

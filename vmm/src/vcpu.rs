@@ -24,7 +24,8 @@ const IOAPIC_PINS: u64 = 24;
 pub struct Vm {
     // Kept alive for the vCPU's sake: closing the VM fd tears the VM down.
     _kvm: Kvm,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
+    ioapic: Arc<Mutex<crate::ioapic::Ioapic>>,
     vcpu: VcpuFd,
     mem: GuestMemoryMmap,
     com1: Com1,
@@ -112,10 +113,18 @@ impl Vm {
         set_pvh_entry_state(&vcpu, entry)?;
 
         let console = SharedConsole(console);
-        let com1 = Com1::new(devices::NoIrq, console.clone());
+        let vm = Arc::new(vm);
+        let ioapic = Arc::new(Mutex::new(crate::ioapic::Ioapic::default()));
+        let com1_irq = crate::ioapic::IrqLine {
+            ioapic: ioapic.clone(),
+            vm: vm.clone(),
+            pin: usize::from(kiln_abi::COM1_IRQ),
+        };
+        let com1 = Com1::new(com1_irq, console.clone());
         Ok(Self {
             _kvm: kvm,
             _vm: vm,
+            ioapic,
             vcpu,
             mem,
             com1,
@@ -181,6 +190,25 @@ impl Vm {
                             .record(format!("port {p:#x}"), false)
                             .map(|what| Ending::UnhandledAccessLoop { what })
                     }
+                }
+                VcpuExit::MmioRead(addr, data) if ioapic_offset(addr).is_some() => {
+                    let offset = ioapic_offset(addr).unwrap_or(0);
+                    let value = self.ioapic.lock().map_or(0, |io| io.read(offset));
+                    let bytes = value.to_le_bytes();
+                    let n = data.len().min(4);
+                    data[..n].copy_from_slice(&bytes[..n]);
+                    unhandled.reset();
+                    None
+                }
+                VcpuExit::MmioWrite(addr, data) if ioapic_offset(addr).is_some() => {
+                    let mut bytes = [0u8; 4];
+                    let n = data.len().min(4);
+                    bytes[..n].copy_from_slice(&data[..n]);
+                    if let Ok(mut io) = self.ioapic.lock() {
+                        io.write(ioapic_offset(addr).unwrap_or(0), u32::from_le_bytes(bytes));
+                    }
+                    unhandled.reset();
+                    None
                 }
                 VcpuExit::MmioRead(addr, data) => {
                     data.fill(0xff);
@@ -279,6 +307,12 @@ fn with_timing_leaf(cpuid: kvm_bindings::CpuId, tsc_khz: Option<u32>) -> kvm_bin
         ..Default::default()
     });
     kvm_bindings::CpuId::from_entries(&entries).unwrap_or(cpuid)
+}
+
+/// Offset of `addr` in the IOAPIC's register page, if it is there.
+fn ioapic_offset(addr: u64) -> Option<u64> {
+    addr.checked_sub(kiln_abi::IOAPIC_BASE)
+        .filter(|o| *o < 0x1000)
 }
 
 /// What an `out` did.

@@ -15,6 +15,7 @@
 //! - [`timer`]: a one-shot timer interrupt (x2APIC, or `setitimer`).
 //! - [`time`]: the monotonic clock (TSC, or `clock_gettime`) and sleeping.
 //! - [`context`]: the context switch and the preemption stub threads use.
+//! - [`irq`]: device interrupts (IOAPIC lines) routed to handlers.
 //! - [`paging`]: W^X for the image and guard pages under the stacks.
 //! - [`mem`]: the `memcpy` family the host-triple `core` links against.
 //! - [`provoke`]: deliberate CPU exceptions for tests of the fault paths;
@@ -38,6 +39,7 @@ extern crate alloc;
 pub mod arch;
 pub mod console;
 pub mod context;
+pub mod irq;
 pub mod linuxu;
 pub mod mem;
 pub mod paging;

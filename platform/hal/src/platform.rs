@@ -70,9 +70,10 @@ pub(crate) mod x2apic {
     /// The timer mode, chosen and programmed once.
     static MODE: AtomicU8 = AtomicU8::new(UNSET);
 
-    /// Sets up the timer: TSC-deadline mode where the CPU has it and the
-    /// TSC frequency is published (CPUID), else one-shot count mode.
-    fn configure() -> Result<u8, ScError> {
+    /// Software-enables the local APIC and sets up the timer (once):
+    /// TSC-deadline mode where the CPU has it and the TSC frequency is
+    /// published (CPUID), else one-shot count mode.
+    pub(crate) fn configure() -> Result<u8, ScError> {
         let mode = MODE.load(Ordering::Relaxed);
         if mode != UNSET {
             return Ok(mode);

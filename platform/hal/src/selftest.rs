@@ -74,6 +74,7 @@ pub const SUITE: Suite = suite![
     writing_constants_faults,
     executing_data_faults,
     executing_the_heap_faults,
+    device_interrupt_through_the_ioapic = "pvh",
 ];
 
 /// Two page-aligned pages the mapping cases may overwrite.
@@ -574,4 +575,43 @@ fn executing_the_heap_faults() -> Result<(), &'static str> {
     let (hits, error) = call_faults(code.as_ptr() as u64)?;
     check(hits == 1, "code on the heap ran (W^X)")?;
     check(error & 0x10 != 0, "the fault is not an instruction fetch")
+}
+
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+fn on_com1(_: &mut UpcallFrame) {
+    // Reading the receive buffer acknowledges the UART's interrupt.
+    let byte = crate::arch::x86_64::inb(kiln_abi::port::COM1);
+    RECEIVED.store(0x100 | u64::from(byte), Ordering::SeqCst);
+}
+
+/// A real device interrupt end to end: COM1 in loopback mode receives the
+/// byte it sends, raises IRQ 4, the IOAPIC routes it to a vector, and the
+/// handler reads the byte back.
+fn device_interrupt_through_the_ioapic() -> Result<(), &'static str> {
+    use crate::arch::x86_64::{inb, outb};
+    use kiln_abi::port::COM1;
+    const IER: u16 = COM1 + 1;
+    const MCR: u16 = COM1 + 4;
+    RECEIVED.store(0, Ordering::SeqCst);
+    let line = kiln_abi::COM1_IRQ;
+    crate::irq::register(line, on_com1).map_err(|_| "cannot route IRQ 4 (no IOAPIC?)")?;
+    let saved_mcr = inb(MCR);
+    outb(MCR, 0x18); // loopback + OUT2 (which gates the IRQ on PCs)
+    outb(IER, 0x01); // interrupt on received data
+    outb(COM1, 0x5a);
+    for _ in 0..10_000_000 {
+        if RECEIVED.load(Ordering::SeqCst) != 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    outb(IER, 0);
+    outb(MCR, saved_mcr);
+    crate::irq::unregister(line);
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => Err("the UART interrupt never arrived"),
+        0x15a => Ok(()),
+        _ => Err("the handler read the wrong byte"),
+    }
 }

@@ -192,7 +192,7 @@ fn start(sched: Box<dyn Scheduler>) -> Result<(), ThreadError> {
         generation: 0,
     });
     let mut slots = alloc::vec![false; MAX_THREADS];
-    slots[0] = true; // slot 0 is left to the map window's other users
+    slots[0] = true; // slot 0 (pages 0-8) is the HAL's: tests, the IOAPIC
     *RUNTIME.lock() = Some(Runtime {
         threads: alloc::vec![Some(main)],
         sched,
