@@ -63,3 +63,14 @@ pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 
 /// The IOAPIC pin COM1 interrupts on.
 pub const COM1_IRQ: u8 = 4;
+
+/// Guest-physical base of the local APIC's registers in xAPIC mode.
+pub const XAPIC_BASE: u64 = 0xfee0_0000;
+
+/// Map-window address where the runtime maps the xAPIC registers (CPUs
+/// without x2APIC).
+pub const XAPIC_WINDOW_VA: u64 = MAP_WINDOW_BASE + 6 * PAGE_SIZE;
+
+/// The xAPIC timer's initial-count register at [`XAPIC_WINDOW_VA`]: the
+/// only address `sc::HALT_FOR` accepts besides the timer MSRs.
+pub const XAPIC_TIMER_INITIAL_VA: u64 = XAPIC_WINDOW_VA + 0x380;

@@ -33,10 +33,12 @@ pub const FAULT_TEST: u64 = BASE + 6;
 /// null page: a set of [`PROTECT_WRITE`], [`PROTECT_EXEC`], or
 /// [`PROTECT_NONE`] (unmapped, for guard pages). W+X is refused (`EPERM`).
 pub const PROTECT: u64 = BASE + 7;
-/// `halt_for(value, msr)`: arms the local-APIC timer — `msr` 0x838 loads
-/// the one-shot count, 0x6e0 the TSC deadline (mode and vector must
-/// already be set up) — and halts, with interrupts off until the `hlt`,
-/// so the timer cannot fire unseen in between. Like [`HALT`] otherwise.
+/// `halt_for(value, target)`: arms the local-APIC timer — `target` 0x838
+/// loads the x2APIC one-shot count, 0x6e0 the TSC deadline, and
+/// [`crate::XAPIC_TIMER_INITIAL_VA`] the xAPIC count through its mapping
+/// (mode and vector must already be set up) — and halts, with interrupts
+/// off until the `hlt`, so the timer cannot fire unseen in between. Like
+/// [`HALT`] otherwise.
 pub const HALT_FOR: u64 = BASE + 8;
 /// One past the last supervisor-call number.
 pub const END: u64 = BASE + 9;
@@ -63,6 +65,8 @@ pub mod errno {
     pub const ENOENT: i64 = 2;
     /// Entry exists (mapping over a mapped page).
     pub const EEXIST: i64 = 17;
+    /// No such device (no x2APIC for `apic_write`).
+    pub const ENODEV: i64 = 19;
     /// Invalid argument (unaligned, outside the window, unknown flags).
     pub const EINVAL: i64 = 22;
     /// Function not implemented (unknown call number).

@@ -24,7 +24,7 @@ impl ScError {
             sc::errno::EEXIST => "EEXIST",
             sc::errno::EINVAL => "EINVAL",
             sc::errno::ENOSYS => "ENOSYS",
-            19 => "ENODEV",
+            sc::errno::ENODEV => "ENODEV",
             _ => "errno",
         }
     }

@@ -85,6 +85,9 @@ fn handler(vector: u64) -> Option<Handler> {
 pub fn dispatch(frame: &mut UpcallFrame) {
     if let Some(h) = handler(frame.vector) {
         h(frame);
+        if frame.vector >= u64::from(kiln_abi::upcall::FIRST_INTERRUPT_VECTOR) {
+            crate::platform::x2apic::eoi_if_xapic();
+        }
     } else if frame.vector < u64::from(kiln_abi::upcall::FIRST_INTERRUPT_VECTOR) {
         let hook = FAULT_HOOK.load(Ordering::Acquire);
         if hook != 0 {

@@ -404,3 +404,36 @@ fn guest_wall_clock_matches_the_host() {
         );
     }
 }
+
+#[test]
+fn qemu_without_kvm_runs_the_in_guest_tests_under_tcg() {
+    // TCG, and the xAPIC (MMIO) timer path: QEMU is started without x2APIC.
+    if std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!(
+            "SKIP qemu_without_kvm_runs_the_in_guest_tests_under_tcg: qemu-system-x86_64 is not installed"
+        );
+        return;
+    }
+    build_for("ktest", "qemu");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["test", "-q", "--platform", "qemu", "--timeout", "300"])
+        .current_dir(root())
+        .env("KILN_KVM_DEVICE", "/nonexistent/kvm")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("ktest: 67 passed, 0 failed, 0 skipped"),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(
+        text.contains("timer_uses_tsc_deadline_where_available ... ok"),
+        "{text}"
+    );
+    assert_eq!(status(&out), 0);
+}

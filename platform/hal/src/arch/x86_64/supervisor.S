@@ -206,7 +206,12 @@ halt_after:
  * or TSC deadline (msr 0x6e0) — then halt, atomically (IF is clear since
  * the gate; sti's shadow covers the hlt). rdx is preserved. */
 sc_halt_for:
-    cmpb $0, x2apic_on
+    movq ${XAPIC_TIMER_INITIAL_VA}, %rax
+    cmpq %rax, %rsi                 /* xAPIC: the count register, mapped */
+    jne 21f
+    movl %edi, (%rsi)               /* a fault here is the caller's bad map */
+    jmp sc_halt
+21: cmpb $0, x2apic_on
     je sc_enodev
     cmpq $0x838, %rsi
     je 20f
@@ -298,7 +303,7 @@ sc_apic_write:
     xorl %eax, %eax
     jmp sc_return
 sc_enodev:
-    movq $-19, %rax                 /* ENODEV: no x2APIC */
+    movq $-{ENODEV}, %rax           /* no x2APIC */
     jmp sc_return
 
 /* protect(vaddr, pages, flags): set the access of identity-mapped pages
