@@ -47,7 +47,6 @@ pub trait Platform {
 /// The PVH virtual-machine platform (CPL0 supervisor + CPL3 Rust).
 pub struct Pvh;
 
-/// x2APIC registers used by the timer.
 pub(crate) mod x2apic {
     //! The local APIC timer, through x2APIC MSRs (supervisor calls) where
     //! the CPU has x2APIC, else through the xAPIC's MMIO registers mapped
