@@ -7,13 +7,18 @@
 //! resuming into a non-canonical address), `syscall` (a raw Linux system
 //! call: a sandbox violation on linuxu, `-ENOSYS` on VMs), `mmio` (reads
 //! a VM address with no RAM forever: the VMM stops the loop), `stack`
-//! (unbounded recursion: a stack overflow).
+//! (unbounded recursion: a stack overflow), `deadlock` (every thread
+//! waits on another: reported as a panic).
 #![cfg_attr(kiln_guest, no_std)]
 #![no_main]
 
 use kiln_rt::hal::{provoke, upcall};
 
-kiln_rt::main!(main, heap = kiln_alloc_bump::BumpHeap);
+kiln_rt::main!(
+    main,
+    heap = kiln_alloc_bump::BumpHeap,
+    sched = kiln_sched_coop::Cooperative
+);
 
 fn fault_again(_: &mut upcall::UpcallFrame) {
     provoke::null_read();
@@ -38,6 +43,14 @@ fn main(args: &[&str]) -> i32 {
         "supervisor" => provoke::supervisor_fault(),
         "resume" => provoke::bad_resume(),
         "mmio" => provoke::unhandled_mmio_loop(),
+        "deadlock" => {
+            let (tx, rx) = kiln_rt::thread::sync::channel::<u8>();
+            let waiter = kiln_rt::thread::spawn(move || rx.recv());
+            if let Ok(w) = waiter {
+                w.join(); // nobody ever sends: every thread waits
+            }
+            drop(tx);
+        }
         "stack" => {
             kiln_rt::println!("{}", provoke::stack_overflow(0));
         }
@@ -47,7 +60,7 @@ fn main(args: &[&str]) -> i32 {
         }
         other => {
             kiln_rt::println!(
-                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume, syscall, mmio or stack)"
+                "unknown fault kind {other:?} (use null, ud, gp, de, nested, supervisor, resume, syscall, mmio, stack or deadlock)"
             );
             return 2;
         }

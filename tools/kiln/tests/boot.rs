@@ -437,3 +437,16 @@ fn qemu_without_kvm_runs_the_in_guest_tests_under_tcg() {
     );
     assert_eq!(status(&out), 0);
 }
+
+#[test]
+fn a_deadlock_is_reported_not_hung() {
+    for p in platforms("a_deadlock_is_reported_not_hung") {
+        let out = run_app("fault", p, &["--timeout", "30", "--", "deadlock"]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("deadlock: every thread is blocked"),
+            "on {p}: {text}"
+        );
+        assert_eq!(status(&out), 101, "on {p}");
+    }
+}
