@@ -9,10 +9,14 @@
 //!   CPUID, PVH start info, 32-bit entry state), runs the vCPU, and returns
 //!   a [`RunOutcome`]: how the guest ended ([`Ending`]) and how long each
 //!   phase took ([`Timings`]).
-//! - Devices: COM1 (vm-superio) and the Kiln hostcall port write to the
-//!   console sink; the exit port ends the run with the guest's status.
-//!   Other port and MMIO accesses are logged and answered with all ones; a
-//!   guest stuck repeating one is stopped ([`Ending::UnhandledAccessLoop`]).
+//! - Devices: COM1 (vm-superio, interrupting on IOAPIC pin 4) and the Kiln
+//!   hostcall port write to the console sink; the exit port ends the run
+//!   with the guest's status; a CMOS RTC gives the host's time; a
+//!   userspace IOAPIC turns device interrupts into MSIs for the in-kernel
+//!   local APIC (split irqchip, docs/adr/0003); CPUID carries the TSC
+//!   frequency. Other port and MMIO accesses are logged and answered with
+//!   all ones; a guest stuck repeating one is stopped
+//!   ([`Ending::UnhandledAccessLoop`]).
 //!
 //! Built on rust-vmm: kvm-ioctls, kvm-bindings, vm-memory, linux-loader,
 //! vm-superio, vmm-sys-util. Neighbours: `kiln-abi` (the guest contract),
