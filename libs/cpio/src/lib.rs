@@ -287,6 +287,68 @@ impl Writer {
     }
 }
 
+/// Why an archive could not be unpacked into a file system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnpackError {
+    /// The archive is malformed.
+    Archive(CpioError),
+    /// Creating `path` failed with `errno`.
+    Fs {
+        /// The member.
+        path: String,
+        /// The error.
+        errno: kiln_vfs::Errno,
+    },
+}
+
+impl core::fmt::Display for UnpackError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Archive(e) => e.fmt(f),
+            Self::Fs { path, errno } => write!(f, "cannot unpack {path}: {errno}"),
+        }
+    }
+}
+
+/// Unpacks archive `bytes` below directory `at` of `vfs` (the initrd);
+/// missing parent directories are created. Returns the number of members.
+pub fn unpack(vfs: &kiln_vfs::Vfs, at: &str, bytes: &[u8]) -> Result<usize, UnpackError> {
+    let entries = parse(bytes).map_err(UnpackError::Archive)?;
+    let base = at.trim_end_matches('/');
+    for entry in &entries {
+        let path = alloc::format!("{base}/{}", entry.path);
+        let fs_err = |errno| UnpackError::Fs {
+            path: path.clone(),
+            errno,
+        };
+        // Parents first (archives need not list them).
+        let mut prefix = String::from(base);
+        for part in entry
+            .path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, p)| p)
+        {
+            prefix.push('/');
+            prefix.push_str(part);
+            match vfs.mkdir(&prefix, 0o755) {
+                Ok(()) | Err(kiln_vfs::Errno::Eexist) => {}
+                Err(e) => return Err(fs_err(e)),
+            }
+        }
+        match &entry.kind {
+            EntryKind::Dir => match vfs.mkdir(&path, entry.mode) {
+                Ok(()) | Err(kiln_vfs::Errno::Eexist) => {}
+                Err(e) => return Err(fs_err(e)),
+            },
+            EntryKind::File(data) => vfs.write_file(&path, data).map_err(fs_err)?,
+            EntryKind::Symlink(target) => vfs.symlink(target, &path).map_err(fs_err)?,
+        }
+    }
+    Ok(entries.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
