@@ -54,6 +54,23 @@ pub struct MemmapEntry {
     pub reserved: u32,
 }
 
+/// One entry of the module list (`hvm_modlist_entry`): an initrd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModlistEntry {
+    /// Physical address of the module.
+    pub paddr: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Physical address of its command line, or 0.
+    pub cmdline_paddr: u64,
+    /// Reserved.
+    pub reserved: u64,
+}
+
+/// Memory-map entry type of reserved memory (e.g. where the initrd lies).
+pub const MEMMAP_TYPE_RESERVED: u32 = 2;
+
 /// Longest command line Kiln hosts pass (bytes, without the NUL).
 pub const CMDLINE_MAX_BYTES: usize = 4095;
 

@@ -86,6 +86,22 @@ pub fn check(image: &[u8], memory_bytes: u64) -> Result<(), VmmError> {
     Ok(())
 }
 
+/// End of the highest loadable segment (for placing modules after it).
+pub fn image_end(image: &[u8]) -> Option<u64> {
+    let phoff = u64_at(image, 32)?;
+    let phentsize = u64::from(u16_at(image, 54)?);
+    let phnum = u64::from(u16_at(image, 56)?);
+    (0..phnum)
+        .filter_map(|i| {
+            let o = usize::try_from(phoff + i * phentsize).ok()?;
+            if u32_at(image, o)? != PT_LOAD {
+                return None;
+            }
+            Some(u64_at(image, o + 24)?.saturating_add(u64_at(image, o + 40)?))
+        })
+        .max()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,16 @@ pub enum VmmError {
         /// Configured memory.
         memory_bytes: u64,
     },
+    /// The initrd does not fit above the image in guest memory.
+    #[error(
+        "the initrd of {size_bytes} bytes does not fit in {memory_bytes} bytes of guest memory above the image: raise -m or shrink the rootfs"
+    )]
+    InitrdTooLarge {
+        /// Its size.
+        size_bytes: u64,
+        /// Configured memory.
+        memory_bytes: u64,
+    },
     /// The command line is too long for the boot protocol.
     #[error("the guest command line is {len} bytes; at most {max} fit: pass fewer or shorter arguments", max = kiln_abi::pvh::CMDLINE_MAX_BYTES)]
     CmdlineTooLong {

@@ -12,6 +12,8 @@
 pub const START_INFO_ADDR: u64 = 0x6000;
 /// Where the memory map goes (right after the start info).
 pub const MEMMAP_ADDR: u64 = START_INFO_ADDR + 64;
+/// Where the module list goes (one entry: the initrd).
+pub const MODLIST_ADDR: u64 = 0x6800;
 /// Where the command line goes.
 pub const CMDLINE_ADDR: u64 = 0x7000;
 /// End of the low RAM range.
@@ -32,15 +34,54 @@ pub fn ram_ranges(memory_bytes: u64) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// The PVH start info and memory map, as bytes to write at [`START_INFO_ADDR`].
-pub fn start_info_bytes(memory_bytes: u64, cmdline_present: bool) -> Vec<u8> {
-    let ranges = ram_ranges(memory_bytes);
+/// Where an initrd of `size` bytes goes: the top of the memory the guest
+/// can read (its identity map ends at 1 GiB), page aligned.
+pub fn initrd_addr(memory_bytes: u64, size: u64) -> Option<u64> {
+    let top = memory_bytes.min(kiln_abi::IDENTITY_MAP_BYTES);
+    top.checked_sub(size)
+        .map(|a| a / kiln_abi::PAGE_SIZE * kiln_abi::PAGE_SIZE)
+}
+
+/// The module-list entry for an initrd at `addr` of `size` bytes.
+pub fn modlist_bytes(addr: u64, size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    for v in [addr, size, 0, 0] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// The PVH start info and memory map, as bytes to write at
+/// [`START_INFO_ADDR`]; `initrd` is `(addr, size)` of a module, whose pages
+/// the map marks reserved.
+pub fn start_info_bytes(
+    memory_bytes: u64,
+    cmdline_present: bool,
+    initrd: Option<(u64, u64)>,
+) -> Vec<u8> {
+    let mut ranges: Vec<(u64, u64, u32)> = ram_ranges(memory_bytes)
+        .into_iter()
+        .map(|(s, l)| (s, l, kiln_abi::pvh::MEMMAP_TYPE_RAM))
+        .collect();
+    if let Some((addr, size)) = initrd {
+        let end = (addr + size).next_multiple_of(kiln_abi::PAGE_SIZE);
+        if let Some(high) = ranges.last_mut() {
+            // The initrd sits at the top of the high range (or below 1 GiB).
+            let high_end = high.0 + high.1;
+            high.1 = addr - high.0;
+            ranges.push((addr, end - addr, kiln_abi::pvh::MEMMAP_TYPE_RESERVED));
+            if high_end > end {
+                ranges.push((end, high_end - end, kiln_abi::pvh::MEMMAP_TYPE_RAM));
+            }
+        }
+    }
     let mut out = Vec::with_capacity(64 + ranges.len() * 24);
     out.extend_from_slice(&kiln_abi::pvh::START_INFO_MAGIC.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes()); // version
     out.extend_from_slice(&0u32.to_le_bytes()); // flags
-    out.extend_from_slice(&0u32.to_le_bytes()); // nr_modules
-    out.extend_from_slice(&0u64.to_le_bytes()); // modlist_paddr
+    out.extend_from_slice(&u32::from(initrd.is_some()).to_le_bytes()); // nr_modules
+    let modlist = if initrd.is_some() { MODLIST_ADDR } else { 0 };
+    out.extend_from_slice(&modlist.to_le_bytes());
     let cmdline = if cmdline_present { CMDLINE_ADDR } else { 0 };
     out.extend_from_slice(&cmdline.to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes()); // rsdp_paddr
@@ -48,12 +89,13 @@ pub fn start_info_bytes(memory_bytes: u64, cmdline_present: bool) -> Vec<u8> {
     out.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes()); // reserved
     out.resize((MEMMAP_ADDR - START_INFO_ADDR) as usize, 0);
-    for (start, len) in ranges {
+    for (start, len, kind) in ranges {
         out.extend_from_slice(&start.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&kiln_abi::pvh::MEMMAP_TYPE_RAM.to_le_bytes());
+        out.extend_from_slice(&kind.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
     }
+    debug_assert!(START_INFO_ADDR + out.len() as u64 <= MODLIST_ADDR);
     out
 }
 
@@ -63,7 +105,7 @@ mod tests {
 
     #[test]
     fn start_info_matches_the_abi_layout() {
-        let bytes = start_info_bytes(16 << 20, true);
+        let bytes = start_info_bytes(16 << 20, true, None);
         let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
         assert_eq!(u32_at(0), kiln_abi::pvh::START_INFO_MAGIC);
@@ -93,6 +135,27 @@ mod tests {
         assert_eq!(u64_at(e), 0x10_0000);
         assert_eq!(u64_at(e + 8), (16 << 20) - 0x10_0000);
         const { assert!(MEMMAP_ADDR + 2 * 24 <= CMDLINE_ADDR) };
+    }
+
+    #[test]
+    fn an_initrd_is_reserved_at_the_top() {
+        let addr = initrd_addr(16 << 20, 10_000).unwrap();
+        assert_eq!(addr, (16 << 20) - 12_288);
+        let bytes = start_info_bytes(16 << 20, true, Some((addr, 10_000)));
+        let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+        assert_eq!(u32_at(12), 1, "one module");
+        assert_eq!(u64_at(16), MODLIST_ADDR);
+        assert_eq!(u32_at(48), 3, "low RAM, high RAM, reserved initrd");
+        let third = (MEMMAP_ADDR - START_INFO_ADDR) as usize + 48;
+        assert_eq!(u64_at(third), addr);
+        assert_eq!(u32_at(third + 16), kiln_abi::pvh::MEMMAP_TYPE_RESERVED);
+        assert_eq!(
+            initrd_addr(2 << 30, 4096),
+            Some((1 << 30) - 4096),
+            "stays readable below 1 GiB"
+        );
+        assert_eq!(initrd_addr(4096, 8192), None);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Console output (COM1 and hostcall writes).
     pub console: ConsoleSink,
+    /// An initrd (cpio archive) handed to the guest as PVH module 0.
+    pub initrd: Option<Vec<u8>>,
 }
 
 /// How the guest ended.
@@ -125,9 +127,16 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
         cmdline,
         timeout,
         console,
+        initrd,
     } = config;
     let console = Arc::new(Mutex::new(devices::LineFlushing::new(console)));
-    let mut vm = vcpu::Vm::build(&image, memory_bytes, &cmdline, console.clone())?;
+    let mut vm = vcpu::Vm::build(
+        &image,
+        memory_bytes,
+        &cmdline,
+        initrd.as_deref(),
+        console.clone(),
+    )?;
     let setup = start.elapsed();
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -43,6 +43,7 @@ impl Vm {
         image: &[u8],
         memory_bytes: u64,
         cmdline: &str,
+        initrd: Option<&[u8]>,
         console: Arc<Mutex<LineFlushing>>,
     ) -> Result<Self, VmmError> {
         if !(layout::MIN_MEMORY_BYTES..=layout::MAX_MEMORY_BYTES).contains(&memory_bytes) {
@@ -65,7 +66,11 @@ impl Vm {
         })?;
         crate::elfcheck::check(image, memory_bytes)?;
         let entry = load_image(&mem, image, memory_bytes)?;
-        write_boot_info(&mem, memory_bytes, cmdline)?;
+        let module = match initrd {
+            Some(bytes) => Some(load_initrd(&mem, image, memory_bytes, bytes)?),
+            None => None,
+        };
+        write_boot_info(&mem, memory_bytes, cmdline, module)?;
 
         let device =
             std::ffi::CString::new(crate::kvm_device().into_os_string().into_encoded_bytes())
@@ -403,10 +408,34 @@ fn load_image(
     }
 }
 
+/// Copies the initrd to the top of readable guest memory; returns (addr, size).
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    image: &[u8],
+    memory_bytes: u64,
+    bytes: &[u8],
+) -> Result<(u64, u64), VmmError> {
+    let size = bytes.len() as u64;
+    let image_end = crate::elfcheck::image_end(image).unwrap_or(kiln_abi::IMAGE_BASE);
+    let addr = layout::initrd_addr(memory_bytes, size)
+        .filter(|a| *a >= image_end)
+        .ok_or(VmmError::InitrdTooLarge {
+            size_bytes: size,
+            memory_bytes,
+        })?;
+    mem.write_slice(bytes, GuestAddress(addr))
+        .map_err(|e| VmmError::GuestWrite {
+            what: "the initrd",
+            detail: e.to_string(),
+        })?;
+    Ok((addr, size))
+}
+
 fn write_boot_info(
     mem: &GuestMemoryMmap,
     memory_bytes: u64,
     cmdline: &str,
+    initrd: Option<(u64, u64)>,
 ) -> Result<(), VmmError> {
     let write = |what: &'static str, bytes: &[u8], addr: u64| {
         mem.write_slice(bytes, GuestAddress(addr))
@@ -417,9 +446,16 @@ fn write_boot_info(
     };
     write(
         "the PVH start info",
-        &layout::start_info_bytes(memory_bytes, true),
+        &layout::start_info_bytes(memory_bytes, true, initrd),
         layout::START_INFO_ADDR,
     )?;
+    if let Some((addr, size)) = initrd {
+        write(
+            "the module list",
+            &layout::modlist_bytes(addr, size),
+            layout::MODLIST_ADDR,
+        )?;
+    }
     let mut line = cmdline.as_bytes().to_vec();
     line.push(0);
     write("the command line", &line, layout::CMDLINE_ADDR)

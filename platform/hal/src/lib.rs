@@ -45,6 +45,8 @@ pub mod mem;
 pub mod paging;
 pub mod platform;
 pub mod provoke;
+pub mod random;
+
 pub mod sc;
 pub mod selftest;
 pub mod time;

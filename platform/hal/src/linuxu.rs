@@ -40,6 +40,9 @@ pub mod seccomp;
 pub mod nr {
     #![allow(missing_docs, reason = "Linux's own names")]
     pub const WRITE: u64 = 1;
+    pub const OPEN: u64 = 2;
+    pub const CLOSE: u64 = 3;
+    pub const LSEEK: u64 = 8;
     pub const MMAP: u64 = 9;
     pub const MUNMAP: u64 = 11;
     pub const CLOCK_GETTIME: u64 = 228;
@@ -161,6 +164,38 @@ pub fn create_ram(bytes: u64) -> Result<(u64, u64), SetupError> {
     RAM_BYTES.store(bytes, Ordering::SeqCst);
     RAM_FD.store(fd, Ordering::SeqCst);
     Ok((base, bytes))
+}
+
+/// Maps the file at `path` read-only (before the sandbox: it needs open,
+/// lseek and close); returns `(address, size)`. `path` must be followed
+/// by a NUL byte in memory (argv strings are).
+pub fn map_file(path: &str) -> Result<(u64, u64), SetupError> {
+    const O_RDONLY: u64 = 0;
+    const SEEK_END: u64 = 2;
+    const MAP_PRIVATE: u64 = 2;
+    // SAFETY: `path` points at bytes followed by the NUL of its argv
+    // string (the caller's contract); open only reads them.
+    let fd = check("open", unsafe {
+        syscall6(nr::OPEN, [path.as_ptr() as u64, O_RDONLY, 0, 0, 0, 0])
+    })?;
+    // SAFETY: lseek on our own fd touches no memory.
+    let size = check("lseek", unsafe {
+        syscall6(nr::LSEEK, [fd, 0, SEEK_END, 0, 0, 0])
+    });
+    let mapped = size.and_then(|size| {
+        if size == 0 {
+            return Ok((0, 0));
+        }
+        // SAFETY: a new private read-only mapping at an address the kernel
+        // picks cannot overlap memory Rust owns.
+        let addr = check("mmap", unsafe {
+            syscall6(nr::MMAP, [0, size, PROT_READ, MAP_PRIVATE, fd, 0])
+        })?;
+        Ok((addr, size))
+    });
+    // SAFETY: closing our own fd; the mapping stays.
+    unsafe { syscall6(nr::CLOSE, [fd, 0, 0, 0, 0, 0]) };
+    mapped
 }
 
 /// The Linux process platform.

@@ -30,6 +30,39 @@ pub struct BootInfo {
     pub cmdline: [u8; pvh::CMDLINE_MAX_BYTES],
     /// Bytes of `cmdline` in use.
     pub cmdline_len: usize,
+    /// Modules (initrds): physical address and size.
+    pub modules: [RamRange; MAX_MODULES],
+    /// Entries of `modules` in use.
+    pub module_count: usize,
+}
+
+/// Most modules kept.
+pub const MAX_MODULES: usize = 4;
+
+/// The modules the loader passed (initrds), readable for the whole run.
+static MODULES: spin::Once<alloc::vec::Vec<&'static [u8]>> = spin::Once::new();
+
+/// The boot modules (initrds) the loader passed, in order.
+pub fn modules() -> &'static [&'static [u8]] {
+    MODULES.get().map_or(&[], |m| m.as_slice())
+}
+
+/// Makes the modules of `ranges` available to [`modules`] (once).
+#[cfg(kiln_guest)]
+pub(crate) fn publish_modules(ranges: &[RamRange]) {
+    MODULES.call_once(|| {
+        ranges
+            .iter()
+            .filter(|r| readable(r.start, r.len.max(1), 1) || cfg!(kiln_linuxu))
+            .map(|r| {
+                // SAFETY: the range is a module the loader placed in RAM it
+                // marked reserved (or the linuxu entry mapped read-only),
+                // kept out of every allocator (memory::init reserves it),
+                // never written, and alive for the whole run.
+                unsafe { core::slice::from_raw_parts(r.start as *const u8, r.len as usize) }
+            })
+            .collect()
+    });
 }
 
 /// Why the boot information could not be used.
@@ -72,6 +105,11 @@ impl BootInfo {
         &self.ram[..self.ram_count]
     }
 
+    /// The modules.
+    pub fn module_ranges(&self) -> &[RamRange] {
+        &self.modules[..self.module_count]
+    }
+
     /// The command line as text.
     pub fn cmdline(&self) -> &str {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
@@ -94,17 +132,15 @@ fn readable(addr: u64, len: u64, align: u64) -> bool {
 
 /// Reads `T` at guest-physical `addr` after checking it is readable.
 fn read_phys<T: Copy>(addr: u64) -> Result<T, BootInfoError> {
-    if !readable(
-        addr,
-        core::mem::size_of::<T>() as u64,
-        core::mem::align_of::<T>() as u64,
-    ) {
+    // Loaders need not align the records: QEMU's PVH option ROM puts its
+    // module list at a 4-byte boundary (regression: fsdemo on qemu).
+    if !readable(addr, core::mem::size_of::<T>() as u64, 1) {
         return Err(BootInfoError::BadAddress(addr));
     }
     // SAFETY: the range is inside the identity map (virtual == physical),
-    // mapped user-readable (not the null page, not the supervisor), aligned
-    // for T, and T is plain old data (start-info records of u32/u64).
-    Ok(unsafe { core::ptr::read_volatile(addr as *const T) })
+    // mapped user-readable (not the null page, not the supervisor), read
+    // unaligned, and T is plain old data (start-info records of u32/u64).
+    Ok(unsafe { core::ptr::read_unaligned(addr as *const T) })
 }
 
 /// Reads and validates the start info at `start_info_pa`.
@@ -121,7 +157,23 @@ pub fn read(start_info_pa: u64) -> Result<BootInfo, BootInfoError> {
         ram_count: 0,
         cmdline: [0; pvh::CMDLINE_MAX_BYTES],
         cmdline_len: 0,
+        modules: [RamRange::default(); MAX_MODULES],
+        module_count: 0,
     };
+    let entry_size = core::mem::size_of::<pvh::ModlistEntry>() as u64;
+    for i in 0..u64::from(si.nr_modules).min(MAX_MODULES as u64) {
+        let m: pvh::ModlistEntry = read_phys(si.modlist_paddr + i * entry_size)?;
+        if m.size > 0 {
+            if !readable(m.paddr, m.size, 1) {
+                return Err(BootInfoError::BadAddress(m.paddr));
+            }
+            info.modules[info.module_count] = RamRange {
+                start: m.paddr,
+                len: m.size,
+            };
+            info.module_count += 1;
+        }
+    }
     let entry_size = core::mem::size_of::<MemmapEntry>() as u64;
     for i in 0..u64::from(si.memmap_entries) {
         let e: MemmapEntry = read_phys(si.memmap_paddr + i * entry_size)?;

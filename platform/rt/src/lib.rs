@@ -126,8 +126,10 @@ extern "C" fn kiln_rust_entry(start_info_pa: u64) -> ! {
         heap_percent(line.split(' ')),
         memory::image_end(),
         kiln_abi::IDENTITY_MAP_BYTES,
+        info.module_ranges(),
     )
     .unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
+    boot::publish_modules(info.module_ranges());
     let cmdline = kiln_abi::cmdline::parse(line).unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
     run_main(mem, cmdline)
 }
@@ -161,14 +163,33 @@ extern "C" fn kiln_linuxu_entry(sp: *const u64) -> ! {
         .unwrap_or(DEFAULT_LINUXU_MEMORY_BYTES);
     let (base, bytes) =
         linuxu::create_ram(mem_bytes).unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
+    // An initrd is a host file the CLI names; it must be mapped before the
+    // sandbox forbids open().
+    let initrd = argv
+        .iter()
+        .skip(1)
+        .take_while(|t| *t != "--")
+        .filter_map(|t| t.strip_prefix("initrd="))
+        .last()
+        .map(|path| {
+            linuxu::map_file(path)
+                .map(|(start, len)| boot::RamRange { start, len })
+                .unwrap_or_else(|e| {
+                    die(
+                        format_args!("cannot read the initrd {path}: {e}"),
+                        exit::BAD_BOOT_INFO,
+                    )
+                })
+        });
     linuxu::install_signal_handlers().unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
     linuxu::enter_sandbox().unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
     let ram = [boot::RamRange {
         start: base,
         len: bytes,
     }];
-    let mem = memory::init(&ram, heap_percent(argv.iter().skip(1)), 0, u64::MAX)
+    let mem = memory::init(&ram, heap_percent(argv.iter().skip(1)), 0, u64::MAX, &[])
         .unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
+    boot::publish_modules(initrd.as_slice());
     let cmdline = kiln_abi::cmdline::Cmdline::from_tokens(argv.iter().skip(1));
     run_main(mem, cmdline)
 }

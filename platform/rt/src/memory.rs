@@ -103,6 +103,7 @@ pub fn init(
     heap_percent: u64,
     image_end: u64,
     limit: u64,
+    keep_out: &[crate::boot::RamRange],
 ) -> Result<MemoryStats, MemoryError> {
     let (start, len) =
         largest_free_range(ram, image_end, limit).ok_or(MemoryError::NoFreeRam { image_end })?;
@@ -122,6 +123,19 @@ pub fn init(
         unsafe { core::slice::from_raw_parts_mut(start as *mut u64, bitmap_words(managed)) };
     let mut frames_alloc = BitmapFrames::new(start + bitmap_frames * FRAME_SIZE, managed, bits)
         .map_err(|_| MemoryError::TooSmall { free_bytes: len })?;
+    // Boot modules that lie in free RAM (QEMU reports its initrd as RAM)
+    // must survive: take their frames out first.
+    let base = start + bitmap_frames * FRAME_SIZE;
+    let managed_end = base + managed as u64 * FRAME_SIZE;
+    for m in keep_out {
+        let first = (m.start / FRAME_SIZE * FRAME_SIZE).max(base);
+        let end = (m.start + m.len)
+            .next_multiple_of(FRAME_SIZE)
+            .min(managed_end);
+        if end > first {
+            let _ = frames_alloc.reserve(first, ((end - first) / FRAME_SIZE) as usize);
+        }
+    }
     let heap_start = frames_alloc
         .alloc_frames(heap_frames as usize)
         .map_err(|_| MemoryError::TooSmall { free_bytes: len })?;

@@ -8,12 +8,16 @@
 //!   `--cfg kiln_guest`, static relocation, no start files or libc, the
 //!   linker script `platform/hal/kiln.ld`, and the staleness check that
 //!   lets `kiln run` skip Cargo when nothing changed.
+//! - [`rootfs`]: packs a host directory into the cpio initrd the guest
+//!   mounts as `/`.
+
 //!
 //! Neighbours: the `kiln` CLI drives it; `kiln-abi` gives the constants
 //! the link recipe shares with the supervisor. It never runs images.
 
 pub mod manifest;
 pub mod recipe;
+pub mod rootfs;
 
 pub use manifest::{Manifest, ManifestError, Platform};
 pub use recipe::{

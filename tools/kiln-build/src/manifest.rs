@@ -101,6 +101,9 @@ pub struct ImageSection {
     pub args: Vec<String>,
     /// Guest log level.
     pub log: Option<LogLevel>,
+    /// A host directory packed into the initrd the guest mounts as `/`
+    /// (relative to the app directory).
+    pub rootfs: Option<PathBuf>,
 }
 
 /// A guest log level.

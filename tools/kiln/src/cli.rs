@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Guest log level (error, warn, info, debug, trace, off).
     #[arg(long, value_name = "LEVEL")]
     pub log: Option<String>,
+    /// Directory packed into the initrd the guest mounts as `/` (default:
+    /// Kiln.toml's `rootfs`, relative to the app directory).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
     /// Print build and boot phases with their timings (also KILN_LOG=debug).
     #[arg(short, long)]
     pub verbose: bool,

@@ -27,7 +27,13 @@ pub fn kvm_usable() -> bool {
 }
 
 /// The QEMU command line for an image.
-pub fn command(image: &Path, memory_bytes: u64, cmdline: &str, kvm: bool) -> Command {
+pub fn command(
+    image: &Path,
+    memory_bytes: u64,
+    cmdline: &str,
+    initrd: Option<&Path>,
+    kvm: bool,
+) -> Command {
     let mut cmd = Command::new(qemu_binary());
     cmd.args(["-M", "microvm,pic=off,pit=off,rtc=on"]);
     if kvm {
@@ -56,6 +62,10 @@ pub fn command(image: &Path, memory_bytes: u64, cmdline: &str, kvm: bool) -> Com
         .arg("-kernel")
         .arg(image)
         .args(["-append", cmdline]);
+    if let Some(initrd) = initrd {
+        // QEMU hands it to a PVH kernel as module 0 of start_info.
+        cmd.arg("-initrd").arg(initrd);
+    }
     cmd
 }
 
@@ -64,11 +74,12 @@ pub fn run(
     image: &Path,
     memory_bytes: u64,
     cmdline: &str,
+    initrd: Option<&Path>,
     timeout: Option<Duration>,
     verbose: bool,
 ) -> anyhow::Result<Ending> {
     let kvm = kvm_usable();
-    let mut cmd = command(image, memory_bytes, cmdline, kvm);
+    let mut cmd = command(image, memory_bytes, cmdline, initrd, kvm);
     cmd.stdin(Stdio::null());
     if verbose {
         eprintln!("kiln: {cmd:?}");

@@ -199,7 +199,52 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         args.args.clone()
     };
-    let options: Vec<(&str, &str)> = log.as_deref().map(|l| vec![("log", l)]).unwrap_or_default();
+    let rootfs_dir = args
+        .rootfs
+        .clone()
+        .or_else(|| manifest.image.rootfs.as_ref().map(|r| args.target.join(r)));
+    let initrd = match &rootfs_dir {
+        Some(dir) => {
+            let bytes = kiln_build::rootfs::pack(dir)?;
+            if verbose {
+                eprintln!(
+                    "kiln: rootfs {} packed into a {}-byte initrd",
+                    dir.display(),
+                    bytes.len()
+                );
+            }
+            Some(bytes)
+        }
+        None => None,
+    };
+    // qemu and linuxu read the initrd from a file.
+    let initrd_file = match (&initrd, platform) {
+        (Some(bytes), Platform::Qemu | Platform::Linuxu) => {
+            let mut file = tempfile::Builder::new()
+                .prefix("kiln-initrd-")
+                .suffix(".cpio")
+                .tempfile()
+                .context("cannot create a temporary file for the initrd")?;
+            std::io::Write::write_all(&mut file, bytes)
+                .context("cannot write the initrd's temporary file")?;
+            Some(file.into_temp_path())
+        }
+        _ => None,
+    };
+    let mut options: Vec<(&str, &str)> =
+        log.as_deref().map(|l| vec![("log", l)]).unwrap_or_default();
+    let initrd_path = initrd_file
+        .as_ref()
+        .map(|p| {
+            p.to_str()
+                .context("the temporary directory's path is not UTF-8")
+        })
+        .transpose()?;
+    if platform == Platform::Linuxu
+        && let Some(path) = initrd_path
+    {
+        options.push(("initrd", path));
+    }
     let cmdline = kiln_abi::cmdline::encode(&options, &guest_args);
     let bytes =
         std::fs::read(&image).with_context(|| format!("cannot read image {}", image.display()))?;
@@ -229,6 +274,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 image: bytes,
                 memory_bytes,
                 cmdline,
+                initrd,
                 timeout,
                 console: Box::new(std::io::stdout()),
             })?;
@@ -245,7 +291,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             }
             outcome.ending
         }
-        Platform::Qemu => crate::qemu::run(&image, memory_bytes, &cmdline, timeout, verbose)?,
+        Platform::Qemu => crate::qemu::run(
+            &image,
+            memory_bytes,
+            &cmdline,
+            initrd_file.as_deref(),
+            timeout,
+            verbose,
+        )?,
         Platform::Linuxu => {
             crate::linuxu::run(&image, memory_bytes, &options, &guest_args, timeout)?
         }

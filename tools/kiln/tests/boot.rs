@@ -450,3 +450,57 @@ fn a_deadlock_is_reported_not_hung() {
         assert_eq!(status(&out), 101, "on {p}");
     }
 }
+
+#[test]
+fn the_rootfs_directory_becomes_the_guests_root() {
+    let expected_tree = "  /dev/\n  /dev/console (device)\n  /dev/null (device)\n  /dev/urandom (device)\n  /dev/zero (device)\n  /etc/\n  /etc/hostname (12 bytes)\n  /etc/motd (49 bytes)\n  /srv/\n  /srv/www/\n  /srv/www/index.html (34 bytes)\n  /srv/www/motd -> ../../etc/motd\n  /tmp/\n";
+    for p in platforms("the_rootfs_directory_becomes_the_guests_root") {
+        let out = run_app("fsdemo", p, &[]);
+        let text = stdout(&out);
+        assert!(
+            text.contains("fsdemo: initrd had 7 entries\n"),
+            "on {p}: {text}\n{}",
+            stderr(&out)
+        );
+        assert!(text.contains(expected_tree), "on {p}: {text}");
+        assert!(text.contains("/tmp/note.txt round trip ok"), "on {p}");
+        assert!(text.contains("16 bytes, not all zero"), "on {p}");
+        assert!(text.contains("fsdemo: hello via /dev/console\n"), "on {p}");
+        assert_eq!(status(&out), 0, "on {p}");
+        // A file read through the symlink, byte for byte.
+        let out = run_app("fsdemo", p, &["--", "cat", "/srv/www/motd"]);
+        assert_eq!(
+            stdout(&out),
+            std::fs::read_to_string(app("fsdemo").join("rootfs/etc/motd")).unwrap(),
+            "on {p}"
+        );
+        assert_eq!(status(&out), 0, "on {p}");
+    }
+}
+
+#[test]
+fn rootfs_flag_overrides_the_manifest_and_missing_files_say_enoent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(dir.path().join("data/blob.bin"), &big).unwrap();
+    let root = dir.path().to_str().unwrap();
+    for p in platforms("rootfs_flag_overrides_the_manifest") {
+        let out = run_app("fsdemo", p, &["--rootfs", root, "--", "cat", "/etc/motd"]);
+        assert!(
+            stdout(&out).contains("fsdemo: cat /etc/motd: Enoent (2)"),
+            "on {p}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 1, "on {p}");
+        let out = run_app("fsdemo", p, &["--rootfs", root]);
+        assert!(
+            stdout(&out).contains("  /data/blob.bin (300000 bytes)\n"),
+            "on {p}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 0, "on {p}");
+    }
+}

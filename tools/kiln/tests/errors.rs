@@ -142,3 +142,29 @@ fn missing_qemu_says_how_to_install_it() {
         .unwrap();
     assert_clean_error(&out, "apt-get install qemu-system-x86");
 }
+
+#[test]
+fn a_missing_rootfs_directory_is_explained() {
+    let out = run_app("fsdemo", "linuxu", &["--rootfs", "/nonexistent/kiln-root"]);
+    assert_clean_error(&out, "rootfs /nonexistent/kiln-root is not a directory");
+}
+
+#[test]
+fn a_rootfs_with_a_fifo_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = run_app(
+        "fsdemo",
+        "linuxu",
+        &["--rootfs", dir.path().to_str().unwrap()],
+    );
+    assert_clean_error(&out, "is not a regular file, directory or symbolic link");
+    assert!(stderr(&out).contains("pipe"));
+}
