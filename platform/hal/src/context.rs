@@ -264,4 +264,44 @@ pub unsafe fn preempt(frame: &mut UpcallFrame) {
     }
     frame.rsp = area;
     frame.rdi = area;
+    // The interrupted code may have been inside `std; rep movsb; cld`
+    // (memmove): the stub and the scheduler must run with the ABI's DF=0.
+    // The saved RFLAGS slot brings the interrupted value back.
+    frame.rflags &= !RFLAGS_DF;
+}
+
+/// RFLAGS' direction flag.
+const RFLAGS_DF: u64 = 1 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a preemption inside a backwards copy ran the scheduler
+    /// with DF=1, so its own copies went backwards and corrupted memory.
+    #[test]
+    fn preemption_clears_the_direction_flag_and_saves_the_original() {
+        let mut stack = alloc::vec![0u64; 1024];
+        let top = stack.as_mut_ptr() as u64 + 1024 * 8;
+        let mut frame = kiln_abi::upcall::UpcallFrame {
+            rsp: top,
+            rflags: 0x602,
+            rax: 11,
+            ..Default::default()
+        };
+        // SAFETY: `stack` is 8 KiB of free memory below `top`, more than
+        // the save area plus the red zone.
+        unsafe { preempt(&mut frame) };
+        assert_eq!(frame.rflags, 0x202, "DF must be clear for the stub");
+        let area = frame.rsp;
+        assert!(area < top - RED_ZONE && area >= top - 8 * 1024);
+        // SAFETY: `preempt` just wrote these slots inside `stack`.
+        let (flags, rax) = unsafe {
+            (
+                core::ptr::read((area + SLOT_RFLAGS * 8) as *const u64),
+                core::ptr::read((area + SLOT_RAX * 8) as *const u64),
+            )
+        };
+        assert_eq!((flags, rax), (0x602, 11));
+    }
 }
