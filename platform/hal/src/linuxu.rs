@@ -54,6 +54,7 @@ pub mod nr {
     pub const FTRUNCATE: u64 = 77;
     pub const SIGALTSTACK: u64 = 131;
     pub const PRCTL: u64 = 157;
+    pub const RESTART_SYSCALL: u64 = 219;
     pub const EXIT_GROUP: u64 = 231;
     pub const SECCOMP: u64 = 317;
     pub const MEMFD_CREATE: u64 = 319;
@@ -79,6 +80,7 @@ pub unsafe fn syscall6(n: u64, a: [u64; 6]) -> i64 {
 
 /// Writes all of `bytes` to file descriptor `fd` (retrying short writes).
 pub fn write_all(fd: u64, mut bytes: &[u8]) {
+    const EINTR: i64 = 4;
     while !bytes.is_empty() {
         // SAFETY: the buffer is a valid slice for its length.
         let n = unsafe {
@@ -87,6 +89,11 @@ pub fn write_all(fd: u64, mut bytes: &[u8]) {
                 [fd, bytes.as_ptr() as u64, bytes.len() as u64, 0, 0, 0],
             )
         };
+        if n == -EINTR {
+            // The timer signal interrupted a blocking write (the handlers
+            // are installed without SA_RESTART): the bytes are still ours.
+            continue;
+        }
         if n <= 0 {
             return; // closed or failing stdout: nothing better to do
         }
