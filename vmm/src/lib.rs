@@ -142,6 +142,7 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = mpsc::channel();
     let vcpu_stop = stop.clone();
+    vcpu::install_kick_handler();
     let handle = std::thread::Builder::new()
         .name("kiln-vcpu0".into())
         .spawn(move || {

@@ -144,7 +144,6 @@ impl Vm {
         stop: &AtomicBool,
         start: Instant,
     ) -> Result<(Ending, Timings), VmmError> {
-        install_kick_handler();
         let mut timings = Timings::default();
         let mut unhandled = Unhandled::default();
         loop {
@@ -515,7 +514,10 @@ fn kick_signal() -> libc::c_int {
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-fn install_kick_handler() {
+/// Installs the (process-wide) handler of the kick signal. `run` calls it
+/// before the vCPU thread exists: a kick that arrived before the handler
+/// would take the default action and kill the whole process.
+pub(crate) fn install_kick_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The handler does nothing: its only job is to make KVM_RUN return
@@ -533,5 +535,31 @@ pub fn kick<T>(handle: &std::thread::JoinHandle<T>) {
     // the signal has a handler installed before the thread first runs KVM_RUN.
     unsafe {
         libc::pthread_kill(handle.as_pthread_t(), kick_signal());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the handler used to be installed by the vCPU thread
+    /// itself, so an early kick could kill the process. After
+    /// `install_kick_handler` (what `run` now calls before spawning), a
+    /// kick to a brand-new thread is harmless.
+    #[test]
+    fn a_kick_right_after_spawn_does_not_kill_the_process() {
+        install_kick_handler();
+        // SAFETY: a zeroed sigaction is a valid out-parameter; passing a
+        // null new action only queries the current one.
+        let installed = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(kick_signal(), std::ptr::null(), &mut old);
+            old.sa_sigaction
+        };
+        assert_ne!(installed, libc::SIG_DFL, "the kick signal has no handler");
+        let handle =
+            std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(20)));
+        kick(&handle);
+        handle.join().unwrap();
     }
 }
