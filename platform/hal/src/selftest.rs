@@ -70,6 +70,7 @@ pub const SUITE: Suite = suite![
     halt_wakes_on_timer_interrupt,
     interrupt_preserves_sse_registers,
     supervisor_calls_preserve_registers = "pvh",
+    protect_rejects_a_wrapping_range = "pvh",
     writing_code_faults,
     writing_constants_faults,
     executing_data_faults,
@@ -490,6 +491,16 @@ fn interrupt_preserves_sse_registers() -> Result<(), &'static str> {
     check(
         x0 == pattern && x7 == pattern && x15 == pattern,
         "an interrupt changed xmm registers",
+    )
+}
+
+/// Regression test: `protect(0xffff_ffff_ffff_f000, 1, _)` wrapped its end
+/// to 0, passed the range checks and made the supervisor fault at CPL0.
+fn protect_rejects_a_wrapping_range() -> Result<(), &'static str> {
+    let ret = sc::raw(kiln_abi::sc::PROTECT, 0xffff_ffff_ffff_f000, 1, 0);
+    check(
+        ret == -errno::EINVAL,
+        "a range wrapping past 2^64 was not EINVAL",
     )
 }
 

@@ -26,7 +26,12 @@ impl<H: HeapAllocator + Default> GlobalHeap<H> {
 
     /// Usage figures (zero before the first allocation).
     pub fn stats(&self) -> HeapStats {
-        self.inner.lock().as_ref().map(H::stats).unwrap_or_default()
+        // Same rule as `with`: never hold the heap lock preemptible, or an
+        // allocating thread (preemption off) spins on it forever.
+        crate::thread::preempt_disable();
+        let stats = self.inner.lock().as_ref().map(H::stats).unwrap_or_default();
+        crate::thread::preempt_enable();
+        stats
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut H) -> R) -> Option<R> {

@@ -180,10 +180,13 @@ pub fn free_frames(addr: u64, count: usize) -> Result<(), AllocError> {
 
 /// Current memory figures.
 pub fn stats() -> MemoryStats {
-    let guard = FRAMES.lock();
-    let (total_frames, free_frames) = guard
+    // The frame lock is never held preemptible (see `heap::GlobalHeap`).
+    crate::thread::preempt_disable();
+    let (total_frames, free_frames) = FRAMES
+        .lock()
         .as_ref()
         .map_or((0, 0), |f| (f.total_count(), f.free_count()));
+    crate::thread::preempt_enable();
     let heap = heap_region().unwrap_or((0, 0));
     let (range_start, range_bytes) = RANGE.get().copied().unwrap_or((0, 0));
     MemoryStats {

@@ -526,24 +526,27 @@ pub fn park_timeout_us(us: u64) -> bool {
         return false;
     }
     preempt_disable();
-    let pending = {
-        let mut guard = RUNTIME.lock();
-        guard.as_mut().and_then(|rt| {
-            let me = rt.current;
-            rt.threads
-                .get_mut(me)
-                .and_then(|t| t.as_mut())
-                .map(|t| core::mem::take(&mut t.token))
-        })
-    };
-    if pending == Some(true) {
+    if take_token() {
         preempt_enable();
         return true;
     }
     reschedule(State::Sleeping(deadline));
+    // An unpark while sleeping left its token (see `wake`).
+    let woken = take_token();
     preempt_enable();
-    // Woken before the deadline: by an unpark (a sleeper only wakes early so).
-    kiln_hal::time::now_ns() < deadline
+    woken
+}
+
+/// Takes the running thread's unpark token (preemption already off).
+fn take_token() -> bool {
+    let mut guard = RUNTIME.lock();
+    guard.as_mut().is_some_and(|rt| {
+        let me = rt.current;
+        rt.threads
+            .get_mut(me)
+            .and_then(|t| t.as_mut())
+            .is_some_and(|t| core::mem::take(&mut t.token))
+    })
 }
 
 /// Makes `thread` runnable again after [`park`] (or lets its next `park`
@@ -564,8 +567,17 @@ fn note_ready(rt: &Runtime) {
 fn wake(rt: &mut Runtime, id: ThreadId) {
     if let Some(Some(t)) = rt.threads.get_mut(id) {
         match t.state {
-            State::Blocked | State::Sleeping(_) => {
+            State::Blocked => {
                 t.state = State::Ready;
+                rt.sched.enqueue(id);
+                note_ready(rt);
+            }
+            // A sleeper keeps the token: `park_timeout_us` takes it as
+            // "woken", `sleep_us` goes back to sleep and its next `park`
+            // returns at once (regression: the unpark used to be lost).
+            State::Sleeping(_) => {
+                t.state = State::Ready;
+                t.token = true;
                 rt.sched.enqueue(id);
                 note_ready(rt);
             }
@@ -620,7 +632,12 @@ fn wake_sleepers(rt: &mut Runtime, now: u64) -> Option<u64> {
             && let State::Sleeping(deadline) = t.state
         {
             if deadline <= now {
-                wake(rt, id);
+                // The deadline passed: ready, with no unpark token.
+                if let Some(Some(t)) = rt.threads.get_mut(id) {
+                    t.state = State::Ready;
+                }
+                rt.sched.enqueue(id);
+                note_ready(rt);
             } else {
                 earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
             }
@@ -817,11 +834,17 @@ pub mod sync {
             while self.wake_one() {}
         }
 
-        /// Drops `thread` from the queue (after it gave up waiting).
-        pub fn remove(&self, thread: ThreadId) {
+        /// Drops `thread` from the queue (after it gave up waiting);
+        /// whether it was still there (`false`: a waker popped it first).
+        pub fn remove(&self, thread: ThreadId) -> bool {
             preempt_disable();
-            self.waiting.lock().retain(|t| *t != thread);
+            let mut waiting = self.waiting.lock();
+            let before = waiting.len();
+            waiting.retain(|t| *t != thread);
+            let removed = waiting.len() != before;
+            drop(waiting);
             preempt_enable();
+            removed
         }
     }
 
@@ -859,8 +882,12 @@ pub mod sync {
             while !self.try_acquire() {
                 self.queue.enqueue_current();
                 if self.try_acquire() {
-                    // Got it after all; a later unlock may wake us needlessly,
-                    // which only costs a spurious wake-up (we re-check).
+                    // Got it after all: leave the queue, or the next unlock
+                    // would "wake" this stale entry instead of a real waiter
+                    // (regression: a lost wake-up hung the next locker). If
+                    // an unlock already popped us, our own unlock wakes the
+                    // next waiter.
+                    self.queue.remove(current());
                     break;
                 }
                 park();
@@ -931,10 +958,10 @@ pub mod sync {
             self.queue.enqueue_current();
             drop(guard);
             let woken = park_timeout_us(us);
-            if !woken {
-                self.queue.remove(current());
-            }
-            (mutex.lock(), !woken)
+            // Timed out, but a notify popped us meanwhile: that notification
+            // is ours, so report a wake-up rather than swallow it.
+            let timed_out = !woken && self.queue.remove(current());
+            (mutex.lock(), timed_out)
         }
 
         /// Wakes one waiter.
@@ -1310,7 +1337,29 @@ macro_rules! thread_suite {
             );
             Ok(())
         }
+        /// Regression: an unpark that reached a thread in `sleep_ms` was
+        /// dropped, so its next `park` blocked although the unpark came first.
+        fn an_unpark_during_sleep_is_not_lost(_: &mut Env) -> Outcome {
+            with_scheduler()?;
+            let spawned = thread::spawn(|| {
+                thread::sleep_ms(20);
+                thread::park_timeout_us(500_000)
+            });
+            check!(spawned.is_ok(), "cannot spawn the sleeper");
+            let Ok(sleeper) = spawned else {
+                return Ok(());
+            };
+            thread::sleep_ms(5);
+            thread::unpark(sleeper.id());
+            check!(sleeper.join(), "the unpark sent during sleep_ms was lost");
+            Ok(())
+        }
         const SUITE: &[Test] = &[
+            Test {
+                name: concat!(module_path!(), "::an_unpark_during_sleep_is_not_lost"),
+                run: an_unpark_during_sleep_is_not_lost,
+                requires: None,
+            },
             Test {
                 name: concat!(module_path!(), "::thread_locals_are_per_thread"),
                 run: thread_locals_are_per_thread,

@@ -236,11 +236,11 @@ fn supervisor_selftest_passes() {
     for p in platforms("supervisor_selftest_passes") {
         let out = run_app("selftest", p, &[]);
         let text = stdout(&out);
-        // linuxu has no supervisor: its three supervisor-only cases are skipped.
+        // linuxu has no supervisor: its supervisor-only cases are skipped.
         let expect = if p == "linuxu" {
-            "ktest: 19 passed, 0 failed, 5 skipped"
+            "ktest: 19 passed, 0 failed, 6 skipped"
         } else {
-            "ktest: 24 passed, 0 failed, 0 skipped"
+            "ktest: 25 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}");
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -343,9 +343,9 @@ fn kiln_test_runs_every_in_guest_suite() {
         let out = kiln(&["test", "-q", "--platform", p]);
         let text = stdout(&out);
         let expect = if p == "linuxu" {
-            "ktest: 60 passed, 0 failed, 7 skipped"
+            "ktest: 62 passed, 0 failed, 8 skipped"
         } else {
-            "ktest: 67 passed, 0 failed, 0 skipped"
+            "ktest: 70 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -427,7 +427,7 @@ fn qemu_without_kvm_runs_the_in_guest_tests_under_tcg() {
         .unwrap();
     let text = stdout(&out);
     assert!(
-        text.contains("ktest: 67 passed, 0 failed, 0 skipped"),
+        text.contains("ktest: 70 passed, 0 failed, 0 skipped"),
         "{text}\n{}",
         stderr(&out)
     );

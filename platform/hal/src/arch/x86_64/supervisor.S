@@ -323,6 +323,7 @@ sc_protect:
     movq %rsi, %rcx
     shlq $12, %rcx
     addq %rdi, %rcx                 /* rcx = end */
+    jc sc_einval                    /* wrapped past 2^64 */
     cmpq $0x200000, %rcx
     ja sc_einval
     cmpq $0x1000, %rdi              /* the null page stays unmapped */
