@@ -61,6 +61,17 @@ pub const LINUXU_NOTE_TYPE: u32 = 1;
 /// Guest-physical base of the IOAPIC's registers (MMIO).
 pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 
+/// Guest-physical base of the virtio-mmio devices (4 KiB each, one after
+/// another; a slot without a device reads as zero, so its magic is not
+/// "virt"). The embedded VMM puts `--disk` here.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+
+/// Virtio-mmio slots the guest probes.
+pub const VIRTIO_MMIO_SLOTS: u64 = 1;
+
+/// The IOAPIC pin of virtio-mmio slot 0 (slot `n` uses pin 5 + n).
+pub const VIRTIO_FIRST_IRQ: u8 = 5;
+
 /// The IOAPIC pin COM1 interrupts on.
 pub const COM1_IRQ: u8 = 4;
 

@@ -14,6 +14,15 @@ pub enum VmmError {
         "{device} is not accessible ({cause}): enable KVM on this host and add yourself to group `kvm`, or run with --platform linuxu (or qemu)", device = crate::kvm_device().display(), cause = .0
     )]
     KvmUnavailable(kvm_ioctls::Error),
+    /// A disk image cannot be served.
+    #[error(transparent)]
+    Disk(#[from] crate::virtio::block::BlockError),
+    /// More disks than virtio slots.
+    #[error("{count} disks were given but this VMM serves at most {max}: drop the extra --disk", max = kiln_abi::VIRTIO_MMIO_SLOTS)]
+    TooManyDisks {
+        /// How many were given.
+        count: usize,
+    },
     /// A KVM call failed.
     #[error("KVM refused to {what}: {cause}")]
     Kvm {

@@ -22,7 +22,10 @@
 //! vm-superio, vmm-sys-util. Neighbours: `kiln-abi` (the guest contract),
 //! the `kiln` CLI (which maps [`Ending`] to exit statuses and messages).
 //!
-//! Limits: one vCPU; no virtio devices yet; memory up to 3 GiB (the guest
+//! - [`virtio`]: virtio-mmio devices at `kiln_abi::VIRTIO_MMIO_BASE`;
+//!   `--disk` images are virtio-blk ([`DiskConfig`]).
+//!
+//! Limits: one vCPU; one virtio device (a disk); no network yet; memory up to 3 GiB (the guest
 //! uses the first GiB); x86_64 hosts only.
 
 mod devices;
@@ -31,6 +34,7 @@ mod error;
 mod ioapic;
 mod layout;
 mod vcpu;
+pub mod virtio;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +68,18 @@ pub struct VmConfig {
     pub console: ConsoleSink,
     /// An initrd (cpio archive) handed to the guest as PVH module 0.
     pub initrd: Option<Vec<u8>>,
+    /// Disk images served as virtio-blk devices (at most
+    /// `kiln_abi::VIRTIO_MMIO_SLOTS`).
+    pub disks: Vec<DiskConfig>,
+}
+
+/// A host file served as a virtio-blk disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The image file (a whole number of 512-byte sectors).
+    pub path: std::path::PathBuf,
+    /// Refuse the guest's writes (they fail with an I/O error status).
+    pub read_only: bool,
 }
 
 /// How the guest ended.
@@ -128,13 +144,23 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
         timeout,
         console,
         initrd,
+        disks,
     } = config;
+    if disks.len() as u64 > kiln_abi::VIRTIO_MMIO_SLOTS {
+        return Err(VmmError::TooManyDisks { count: disks.len() });
+    }
+    // Disk problems are reported before KVM is touched.
+    let disks = disks
+        .iter()
+        .map(|d| virtio::block::Block::open(&d.path, d.read_only))
+        .collect::<Result<Vec<_>, _>>()?;
     let console = Arc::new(Mutex::new(devices::LineFlushing::new(console)));
     let mut vm = vcpu::Vm::build(
         &image,
         memory_bytes,
         &cmdline,
         initrd.as_deref(),
+        disks,
         console.clone(),
     )?;
     let setup = start.elapsed();

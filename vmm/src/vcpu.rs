@@ -31,6 +31,11 @@ pub struct Vm {
     com1: Com1,
     rtc: devices::Rtc,
     console: SharedConsole,
+    /// Virtio-mmio slots in order, with the line each interrupts on.
+    virtio: Vec<(
+        crate::virtio::mmio::MmioTransport<crate::virtio::block::Block>,
+        crate::ioapic::IrqLine,
+    )>,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
@@ -44,6 +49,7 @@ impl Vm {
         memory_bytes: u64,
         cmdline: &str,
         initrd: Option<&[u8]>,
+        disks: Vec<crate::virtio::block::Block>,
         console: Arc<Mutex<LineFlushing>>,
     ) -> Result<Self, VmmError> {
         if !(layout::MIN_MEMORY_BYTES..=layout::MAX_MEMORY_BYTES).contains(&memory_bytes) {
@@ -126,7 +132,20 @@ impl Vm {
             pin: usize::from(kiln_abi::COM1_IRQ),
         };
         let com1 = Com1::new(com1_irq, console.clone());
+        let virtio = disks
+            .into_iter()
+            .enumerate()
+            .map(|(slot, disk)| {
+                let line = crate::ioapic::IrqLine {
+                    ioapic: ioapic.clone(),
+                    vm: vm.clone(),
+                    pin: usize::from(kiln_abi::VIRTIO_FIRST_IRQ) + slot,
+                };
+                (crate::virtio::mmio::MmioTransport::new(disk), line)
+            })
+            .collect();
         Ok(Self {
+            virtio,
             _kvm: kvm,
             _vm: vm,
             ioapic,
@@ -210,6 +229,28 @@ impl Vm {
                     bytes[..n].copy_from_slice(&data[..n]);
                     if let Ok(mut io) = self.ioapic.lock() {
                         io.write(ioapic_offset(addr).unwrap_or(0), u32::from_le_bytes(bytes));
+                    }
+                    unhandled.reset();
+                    None
+                }
+                VcpuExit::MmioRead(addr, data) if virtio_slot(addr).is_some() => {
+                    let (slot, offset) = virtio_slot(addr).unwrap_or_default();
+                    match self.virtio.get(slot) {
+                        Some((transport, _)) => transport.read(offset, data),
+                        None => data.fill(0), // no device: magic 0
+                    }
+                    unhandled.reset();
+                    None
+                }
+                VcpuExit::MmioWrite(addr, data) if virtio_slot(addr).is_some() => {
+                    let (slot, offset) = virtio_slot(addr).unwrap_or_default();
+                    if let Some((transport, line)) = self.virtio.get_mut(slot)
+                        && transport.write(offset, data, &self.mem)
+                    {
+                        use vm_superio::Trigger;
+                        if let Err(e) = line.trigger() {
+                            eprintln!("kiln-vmm: cannot interrupt the guest for its disk: {e}");
+                        }
                     }
                     unhandled.reset();
                     None
@@ -314,6 +355,14 @@ fn with_timing_leaf(cpuid: kvm_bindings::CpuId, tsc_khz: Option<u32>) -> kvm_bin
 }
 
 /// Offset of `addr` in the IOAPIC's register page, if it is there.
+/// The virtio-mmio slot and register offset of `addr`, if it is in one.
+fn virtio_slot(addr: u64) -> Option<(usize, u64)> {
+    let offset = addr.checked_sub(kiln_abi::VIRTIO_MMIO_BASE)?;
+    let slot = offset / crate::virtio::mmio::WINDOW_BYTES;
+    (slot < kiln_abi::VIRTIO_MMIO_SLOTS)
+        .then_some((slot as usize, offset % crate::virtio::mmio::WINDOW_BYTES))
+}
+
 fn ioapic_offset(addr: u64) -> Option<u64> {
     addr.checked_sub(kiln_abi::IOAPIC_BASE)
         .filter(|o| *o < 0x1000)

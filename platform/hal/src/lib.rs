@@ -42,6 +42,8 @@ pub mod context;
 pub mod irq;
 pub mod linuxu;
 pub mod mem;
+pub mod mmio;
+
 pub mod paging;
 pub mod platform;
 pub mod provoke;

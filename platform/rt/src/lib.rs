@@ -36,6 +36,8 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod dma;
+
 pub mod fault;
 pub mod heap;
 pub mod logger;

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Kiln.toml's `rootfs`, relative to the app directory).
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
+    /// A disk image served as a virtio-blk device (`FILE` or `FILE:ro`);
+    /// its size must be a multiple of 512 bytes. kvm platform only.
+    #[arg(long, value_name = "FILE[:ro]")]
+    pub disk: Option<String>,
     /// Print build and boot phases with their timings (also KILN_LOG=debug).
     #[arg(short, long)]
     pub verbose: bool,

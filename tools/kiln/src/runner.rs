@@ -199,6 +199,22 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         args.args.clone()
     };
+    let disks: Vec<kiln_vmm::DiskConfig> = match &args.disk {
+        None => Vec::new(),
+        Some(_) if platform != Platform::Kvm => bail!(
+            "--disk is served by the embedded VMM only: use --platform kvm (qemu and linuxu disks are not supported yet)"
+        ),
+        Some(spec) => {
+            let (path, read_only) = match spec.strip_suffix(":ro") {
+                Some(path) => (path, true),
+                None => (spec.as_str(), false),
+            };
+            vec![kiln_vmm::DiskConfig {
+                path: path.into(),
+                read_only,
+            }]
+        }
+    };
     let rootfs_dir = args
         .rootfs
         .clone()
@@ -275,6 +291,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 memory_bytes,
                 cmdline,
                 initrd,
+                disks,
                 timeout,
                 console: Box::new(std::io::stdout()),
             })?;

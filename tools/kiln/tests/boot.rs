@@ -504,3 +504,52 @@ fn rootfs_flag_overrides_the_manifest_and_missing_files_say_enoent() {
         assert_eq!(status(&out), 0, "on {p}");
     }
 }
+
+#[test]
+fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
+    if !kvm_or_skip("a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let disk = img.to_str().unwrap();
+    for boot in 1..=2 {
+        let out = run_app("diskdemo", "kvm", &["--disk", disk]);
+        assert_eq!(
+            stdout(&out),
+            format!("diskdemo: disk of 2048 sectors\ndiskdemo: boot {boot}\n"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 0);
+    }
+    let bytes = std::fs::read(&img).unwrap();
+    assert_eq!(&bytes[..8], b"KILNDISK");
+    assert_eq!(bytes[8], 2, "the count the guest wrote is on the host file");
+    // The pattern of the second boot, 12 KiB from sector 8.
+    let pattern: Vec<u8> = (0..12 * 1024u64).map(|i| (i * 31 + 2) as u8).collect();
+    assert_eq!(&bytes[8 * 512..8 * 512 + 12 * 1024], &pattern[..]);
+
+    let out = run_app("diskdemo", "kvm", &["--disk", &format!("{disk}:ro")]);
+    let text = stdout(&out);
+    assert!(text.contains("disk of 2048 sectors, read-only"), "{text}");
+    assert!(
+        text.contains("diskdemo: write failed: I/O error at sector 0"),
+        "{text}"
+    );
+    assert_eq!(status(&out), 3);
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        bytes,
+        "a read-only disk is unchanged"
+    );
+
+    let out = run_app("diskdemo", "kvm", &[]);
+    assert!(
+        stdout(&out).contains("no virtio device in the slot"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(status(&out), 2);
+}

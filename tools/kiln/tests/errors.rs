@@ -168,3 +168,17 @@ fn a_rootfs_with_a_fifo_is_refused_naming_it() {
     assert_clean_error(&out, "is not a regular file, directory or symbolic link");
     assert!(stderr(&out).contains("pipe"));
 }
+
+#[test]
+fn a_truncated_or_missing_disk_image_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("short.img");
+    std::fs::write(&img, vec![0u8; 1000]).unwrap();
+    // Disks are checked before KVM is opened: no skip needed.
+    let out = run_app("diskdemo", "kvm", &["--disk", img.to_str().unwrap()]);
+    assert_clean_error(&out, "is 1000 bytes, not a multiple of 512");
+    let out = run_app("diskdemo", "kvm", &["--disk", "/nonexistent/disk.img"]);
+    assert_clean_error(&out, "cannot open disk image /nonexistent/disk.img");
+    let out = run_app("diskdemo", "linuxu", &["--disk", img.to_str().unwrap()]);
+    assert_clean_error(&out, "--disk is served by the embedded VMM only");
+}

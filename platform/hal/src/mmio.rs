@@ -1,0 +1,85 @@
+//! Device register pages (MMIO) for drivers.
+//!
+//! [`MmioPage::map`] maps one 4 KiB page of device registers at a
+//! guest-physical address into a map-window page (writable, never
+//! executable); [`MmioPage::read32`] and [`MmioPage::write32`] are the
+//! only accesses, volatile and bounds-checked, so driver crates stay
+//! free of `unsafe`. Window pages 8.. of the HAL's slot are for devices
+//! ([`FIRST_DEVICE_WINDOW_PAGE`]); 6 and 7 hold the xAPIC and IOAPIC.
+//!
+//! Limits: VMs only (linuxu has no devices: `ENODEV`); one page per device.
+
+use crate::sc::ScError;
+use kiln_abi::sc::errno;
+
+/// The guest-physical address of virtio-mmio slot `slot`.
+pub fn virtio_paddr(slot: u64) -> u64 {
+    kiln_abi::VIRTIO_MMIO_BASE + slot * kiln_abi::PAGE_SIZE
+}
+
+/// The first map-window page for device registers.
+pub const FIRST_DEVICE_WINDOW_PAGE: u64 = 8;
+
+/// One mapped page of device registers.
+#[derive(Debug)]
+pub struct MmioPage {
+    va: u64,
+}
+
+impl MmioPage {
+    /// Maps the registers at `paddr` (page-aligned) into device window
+    /// page `index` (0-based from [`FIRST_DEVICE_WINDOW_PAGE`]; one index
+    /// per device).
+    pub fn map(index: u64, paddr: u64) -> Result<Self, ScError> {
+        if cfg!(kiln_linuxu) {
+            return Err(ScError(errno::ENODEV));
+        }
+        if index > 0 {
+            // Page 9 starts the threads' stack slots.
+            return Err(ScError(errno::EINVAL));
+        }
+        let va =
+            kiln_abi::MAP_WINDOW_BASE + (FIRST_DEVICE_WINDOW_PAGE + index) * kiln_abi::PAGE_SIZE;
+        match crate::sc::map(va, paddr, kiln_abi::sc::MAP_WRITE) {
+            Ok(()) => {}
+            Err(e) if e.0 == errno::EEXIST => {
+                crate::sc::unmap(va)?;
+                crate::sc::map(va, paddr, kiln_abi::sc::MAP_WRITE)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Self { va })
+    }
+
+    fn check(offset: u64) -> bool {
+        offset.is_multiple_of(4) && offset < kiln_abi::PAGE_SIZE
+    }
+
+    /// Reads the 32-bit register at `offset` (all ones for a bad offset).
+    pub fn read32(&self, offset: u64) -> u32 {
+        if !Self::check(offset) {
+            return u32::MAX;
+        }
+        // SAFETY: `va` maps a page of device registers (not memory Rust
+        // owns) for as long as `self` lives; the offset is aligned and
+        // inside the page.
+        unsafe { core::ptr::read_volatile((self.va + offset) as *const u32) }
+    }
+
+    /// Writes the 32-bit register at `offset` (ignored for a bad offset).
+    pub fn write32(&self, offset: u64, value: u32) {
+        if !Self::check(offset) {
+            return;
+        }
+        // Descriptors and rings written before must be visible first.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::write_volatile((self.va + offset) as *mut u32, value) }
+    }
+}
+
+impl Drop for MmioPage {
+    fn drop(&mut self) {
+        let _ = crate::sc::unmap(self.va);
+    }
+}

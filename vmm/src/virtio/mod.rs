@@ -1,0 +1,49 @@
+//! Virtio devices for the embedded VMM.
+//!
+//! - [`VirtioDevice`]: what a device model provides (type, features,
+//!   config space, queue processing); the transport owns the queues.
+//! - [`mmio::MmioTransport`]: the virtio-mmio (version 2) register block a
+//!   device sits behind, as `virtio_mmio.device=` on Linux describes it.
+//! - [`block::Block`]: virtio-blk backed by a host file.
+//!
+//! Queues are `virtio_queue::Queue` (rust-vmm): split rings only, no
+//! indirect descriptors offered, no event index. Limits: the transport
+//! processes a queue synchronously when the driver writes `QueueNotify`
+//! (on the vCPU thread); there is no ioeventfd or I/O thread yet.
+
+pub mod block;
+pub mod mmio;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+/// `VIRTIO_F_VERSION_1`: a modern (1.x) device.
+pub const F_VERSION_1: u64 = 1 << 32;
+
+/// A device model behind a transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID (2 = block).
+    fn device_type(&self) -> u32;
+    /// The feature bits the device offers.
+    fn features(&self) -> u64;
+    /// The largest size of each of its queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Reads `data.len()` bytes of the config space at `offset` (bytes
+    /// past its end read as zero).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Handles what the driver made available on queue `index`; returns
+    /// whether the driver should be interrupted.
+    fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
+}
+
+/// Reads `data.len()` bytes at `offset` of `config`, zero past its end.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
