@@ -44,8 +44,7 @@ const R_QUEUE_NUM_MAX: u64 = 0x034;
 const R_QUEUE_NUM: u64 = 0x038;
 const R_QUEUE_READY: u64 = 0x044;
 const R_QUEUE_NOTIFY: u64 = 0x050;
-const R_INTERRUPT_STATUS: u64 = 0x060;
-const R_INTERRUPT_ACK: u64 = 0x064;
+
 const R_STATUS: u64 = 0x070;
 const R_QUEUE_DESC: u64 = 0x080;
 const R_QUEUE_DRIVER: u64 = 0x090;
@@ -310,11 +309,9 @@ impl VirtioBlk {
             }
             core::hint::spin_loop();
         }
+        // Polling: the interrupt status is left set (its IOAPIC line stays
+        // masked), which saves two register exits per request.
         self.seen_used = self.seen_used.wrapping_add(1);
-        let pending = self.regs.read32(R_INTERRUPT_STATUS);
-        if pending != 0 {
-            self.regs.write32(R_INTERRUPT_ACK, pending);
-        }
         let mut status = [0u8; 1];
         self.dma.read(STATUS, &mut status);
         match status[0] {
