@@ -24,10 +24,14 @@
 
 extern crate alloc;
 
+mod block;
 mod errno;
+
 mod fs;
 mod vfs;
 
+pub use block::BlockDevice;
 pub use errno::Errno;
+
 pub use fs::{DirEntry, FileSystem, InodeId, Kind, NewNode, Stat};
 pub use vfs::{Fd, MAX_SYMLINKS, Vfs, Whence, flags};

@@ -274,6 +274,13 @@ impl VirtioBlk {
         self.request(T_FLUSH, 0, 0)
     }
 
+    fn sectors(offset: u64, len: usize) -> Result<u64, kiln_vfs::Errno> {
+        if !offset.is_multiple_of(SECTOR_BYTES as u64) || !len.is_multiple_of(SECTOR_BYTES) {
+            return Err(kiln_vfs::Errno::Einval);
+        }
+        Ok(offset / SECTOR_BYTES as u64)
+    }
+
     fn descriptor(&self, index: usize, offset: usize, len: usize, flags: u16, next: u16) {
         let at = DESC + index * 16;
         self.dma.write_u64(at, self.dma.phys() + offset as u64);
@@ -318,5 +325,34 @@ impl VirtioBlk {
             0 => Ok(()),
             s => Err(BlkError::Device { sector, status: s }),
         }
+    }
+}
+
+/// The disk as the file systems' block device: device errors are `EIO`
+/// (`EROFS` on a read-only disk), unaligned requests `EINVAL`.
+impl kiln_vfs::BlockDevice for VirtioBlk {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), kiln_vfs::Errno> {
+        let sector = Self::sectors(offset, buf.len())?;
+        VirtioBlk::read(self, sector, buf).map_err(|_| kiln_vfs::Errno::Eio)
+    }
+
+    fn write(&mut self, offset: u64, buf: &[u8]) -> Result<(), kiln_vfs::Errno> {
+        if self.read_only() {
+            return Err(kiln_vfs::Errno::Erofs);
+        }
+        let sector = Self::sectors(offset, buf.len())?;
+        VirtioBlk::write(self, sector, buf).map_err(|_| kiln_vfs::Errno::Eio)
+    }
+
+    fn flush(&mut self) -> Result<(), kiln_vfs::Errno> {
+        VirtioBlk::flush(self).map_err(|_| kiln_vfs::Errno::Eio)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.capacity_sectors * SECTOR_BYTES as u64
+    }
+
+    fn read_only(&self) -> bool {
+        VirtioBlk::read_only(self)
     }
 }

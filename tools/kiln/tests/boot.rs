@@ -553,3 +553,71 @@ fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
     );
     assert_eq!(status(&out), 2);
 }
+
+#[test]
+fn a_file_on_an_ext2_disk_persists_across_boots() {
+    if !kvm_or_skip("a_file_on_an_ext2_disk_persists_across_boots") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fs.img");
+    std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
+    let mkfs = std::process::Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2"])
+        .arg(&img)
+        .status()
+        .expect("mke2fs (e2fsprogs) is needed");
+    assert!(mkfs.success());
+    let disk = img.to_str().unwrap();
+    for boot in 1..=2 {
+        let out = run_app("diskfs", "kvm", &["--disk", disk]);
+        let want: String = (1..=boot).map(|i| format!("boot {i}\n")).collect();
+        assert_eq!(
+            stdout(&out),
+            format!("diskfs: /data/boots.log:\n{want}"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 0);
+    }
+    // The host reads the guest's file, and the file system is clean.
+    let cat = std::process::Command::new("debugfs")
+        .args(["-R", "cat /boots.log"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "boot 1\nboot 2\n");
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let before = std::fs::read(&img).unwrap();
+    let out = run_app("diskfs", "kvm", &["--disk", &format!("{disk}:ro")]);
+    assert!(
+        stdout(&out).contains("cannot append to /data/boots.log: Erofs"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(status(&out), 3);
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        before,
+        "a read-only disk is unchanged"
+    );
+    // A disk without ext2 is named as such.
+    let blank = dir.path().join("blank.img");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let out = run_app("diskfs", "kvm", &["--disk", blank.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("has no ext2 file system"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(status(&out), 2);
+}
