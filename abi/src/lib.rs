@@ -67,7 +67,7 @@ pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 
 /// Virtio-mmio slots the guest probes.
-pub const VIRTIO_MMIO_SLOTS: u64 = 1;
+pub const VIRTIO_MMIO_SLOTS: u64 = 2;
 
 /// The IOAPIC pin of virtio-mmio slot 0 (slot `n` uses pin 5 + n).
 pub const VIRTIO_FIRST_IRQ: u8 = 5;

@@ -34,7 +34,7 @@ fn offsets() -> impl Iterator<Item = u64> {
 }
 
 fn main(_args: &[&str]) -> i32 {
-    let mut disk = match VirtioBlk::probe(0) {
+    let mut disk = match VirtioBlk::probe() {
         Ok(d) => d,
         Err(e) => {
             println!("bench-disk: {e}");

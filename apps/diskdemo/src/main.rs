@@ -25,7 +25,7 @@ const PATTERN_SECTOR: u64 = 8;
 const PATTERN_BYTES: usize = 12 * 1024;
 
 fn main(_args: &[&str]) -> i32 {
-    let mut disk = match VirtioBlk::probe(0) {
+    let mut disk = match VirtioBlk::probe() {
         Ok(d) => d,
         Err(e) => {
             println!("diskdemo: {e}");

@@ -24,7 +24,7 @@ kiln_rt::main!(main, heap = kiln_alloc_tlsf::TlsfHeap);
 const LOG: &str = "/data/boots.log";
 
 fn main(_args: &[&str]) -> i32 {
-    let disk = match kiln_virtio_blk::VirtioBlk::probe(0) {
+    let disk = match kiln_virtio_blk::VirtioBlk::probe() {
         Ok(d) => d,
         Err(e) => {
             println!("diskfs: {e}");

@@ -4,8 +4,9 @@
 //! guest-physical address into a map-window page (writable, never
 //! executable); [`MmioPage::read32`] and [`MmioPage::write32`] are the
 //! only accesses, volatile and bounds-checked, so driver crates stay
-//! free of `unsafe`. Window pages 8.. of the HAL's slot are for devices
-//! ([`FIRST_DEVICE_WINDOW_PAGE`]); 6 and 7 hold the xAPIC and IOAPIC.
+//! free of `unsafe`. Window pages 8 and 9 are for devices
+//! ([`FIRST_DEVICE_WINDOW_PAGE`]; the thread runtime keeps stack slots 0
+//! and 1 for the HAL); 6 and 7 hold the xAPIC and IOAPIC.
 //!
 //! Limits: VMs only (linuxu has no devices: `ENODEV`); one page per device.
 
@@ -16,6 +17,9 @@ use kiln_abi::sc::errno;
 pub fn virtio_paddr(slot: u64) -> u64 {
     kiln_abi::VIRTIO_MMIO_BASE + slot * kiln_abi::PAGE_SIZE
 }
+
+/// Virtio-mmio slots (and device window pages 8, 9, ...).
+pub const VIRTIO_SLOTS: u64 = kiln_abi::VIRTIO_MMIO_SLOTS;
 
 /// The first map-window page for device registers.
 pub const FIRST_DEVICE_WINDOW_PAGE: u64 = 8;
@@ -34,8 +38,8 @@ impl MmioPage {
         if cfg!(kiln_linuxu) {
             return Err(ScError(errno::ENODEV));
         }
-        if index > 0 {
-            // Page 9 starts the threads' stack slots.
+        if index >= VIRTIO_SLOTS {
+            // One page per virtio slot, then the threads' stack slots.
             return Err(ScError(errno::EINVAL));
         }
         let va =

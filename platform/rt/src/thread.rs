@@ -193,6 +193,7 @@ fn start(sched: Box<dyn Scheduler>) -> Result<(), ThreadError> {
     });
     let mut slots = alloc::vec![false; MAX_THREADS];
     slots[0] = true; // slot 0 (pages 0-8) is the HAL's: tests, the IOAPIC
+    slots[1] = true; // slot 1 (pages 9-17): page 9 holds virtio slot 1
     *RUNTIME.lock() = Some(Runtime {
         threads: alloc::vec![Some(main)],
         sched,

@@ -547,7 +547,7 @@ fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
 
     let out = run_app("diskdemo", "kvm", &[]);
     assert!(
-        stdout(&out).contains("no virtio device in the slot"),
+        stdout(&out).contains("no virtio block device (run with --disk FILE)"),
         "{}",
         stdout(&out)
     );

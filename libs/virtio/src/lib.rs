@@ -1,0 +1,265 @@
+//! # kiln-virtio — the guest side of a virtio-mmio device
+//!
+//! [`VirtioMmio::probe`] finds a device of a given type in the virtio-mmio
+//! slots (`kiln_abi::VIRTIO_MMIO_BASE`), negotiates features (virtio 1.x
+//! plus what the driver asks for and the device offers) and sets up queue
+//! 0 with 8 entries. [`VirtioMmio::submit`] puts one descriptor chain
+//! (pieces of the device's DMA buffer, each device-readable or -writable)
+//! on it, notifies, and polls the used ring until the device is done.
+//!
+//! Drivers on top: `kiln-virtio-blk`, `kiln-fs-9p`. Registers come from
+//! `kiln_rt::hal::mmio`, memory from `kiln_rt::dma`, so there is no
+//! `unsafe` here. Limits: one request in flight, no interrupts (the
+//! embedded VMM completes a request before the notify returns; others get
+//! a 2-second deadline), queue 0 only (ADR 0007).
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+use kiln_rt::dma::DmaRegion;
+use kiln_rt::hal::mmio::MmioPage;
+
+/// `VIRTIO_F_VERSION_1`.
+pub const F_VERSION_1: u64 = 1 << 32;
+/// Bytes of the buffer area ([`VirtioMmio::buffer`]) a driver may use.
+pub const BUFFER_BYTES: usize = 4 * 4096;
+
+const MAGIC: u32 = 0x7472_6976;
+const QUEUE_SIZE: u16 = 8;
+
+// Registers (virtio 1.x, MMIO).
+const R_MAGIC: u64 = 0x000;
+const R_VERSION: u64 = 0x004;
+const R_DEVICE_ID: u64 = 0x008;
+const R_DEVICE_FEATURES: u64 = 0x010;
+const R_DEVICE_FEATURES_SEL: u64 = 0x014;
+const R_DRIVER_FEATURES: u64 = 0x020;
+const R_DRIVER_FEATURES_SEL: u64 = 0x024;
+const R_QUEUE_SEL: u64 = 0x030;
+const R_QUEUE_NUM_MAX: u64 = 0x034;
+const R_QUEUE_NUM: u64 = 0x038;
+const R_QUEUE_READY: u64 = 0x044;
+const R_QUEUE_NOTIFY: u64 = 0x050;
+const R_STATUS: u64 = 0x070;
+const R_QUEUE_DESC: u64 = 0x080;
+const R_QUEUE_DRIVER: u64 = 0x090;
+const R_QUEUE_DEVICE: u64 = 0x0a0;
+const R_CONFIG: u64 = 0x100;
+
+const ACKNOWLEDGE: u32 = 1;
+const DRIVER: u32 = 2;
+const DRIVER_OK: u32 = 4;
+const FEATURES_OK: u32 = 8;
+const FAILED: u32 = 0x80;
+
+// The DMA region: frame 0 the queue, then the drivers' buffer area.
+const DESC: usize = 0;
+const AVAIL: usize = 128;
+const USED: usize = 256;
+const BUFFER: usize = 4096;
+
+const DESC_F_NEXT: u16 = 1;
+const DESC_F_WRITE: u16 = 2;
+
+/// Why a device could not be set up or a request not completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtioError {
+    /// No device of the wanted type in any slot.
+    NoDevice,
+    /// The device refused a setup step.
+    Setup(&'static str),
+    /// No frames for the queue and buffers.
+    OutOfMemory,
+    /// The device did not complete the request in time.
+    Timeout,
+    /// A chain piece lies outside the buffer area, or too many pieces.
+    BadChain,
+}
+
+impl core::fmt::Display for VirtioError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoDevice => f.write_str("no such virtio device"),
+            Self::Setup(step) => write!(f, "the virtio device refused setup: {step}"),
+            Self::OutOfMemory => f.write_str("no memory for the virtqueue"),
+            Self::Timeout => f.write_str("the device did not complete the request within 2 s"),
+            Self::BadChain => f.write_str("a request does not fit the virtqueue buffer"),
+        }
+    }
+}
+
+/// One piece of a request: `len` bytes at `offset` of the buffer area.
+#[derive(Clone, Copy, Debug)]
+pub struct Piece {
+    /// Offset in the buffer area.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+    /// The device writes it (else it reads it).
+    pub device_writes: bool,
+}
+
+/// A set-up virtio-mmio device with queue 0.
+pub struct VirtioMmio {
+    regs: MmioPage,
+    dma: DmaRegion,
+    queue_size: u16,
+    next_avail: u16,
+    seen_used: u16,
+    features: u64,
+}
+
+impl VirtioMmio {
+    /// Finds the first device of `device_type` and sets it up, accepting
+    /// `wanted` features it offers (plus virtio 1.x, which it must).
+    pub fn probe(device_type: u32, wanted: u64) -> Result<Self, VirtioError> {
+        for slot in 0..kiln_abi_slots() {
+            let paddr = kiln_rt::hal::mmio::virtio_paddr(slot);
+            let Ok(regs) = MmioPage::map(slot, paddr) else {
+                continue;
+            };
+            if regs.read32(R_MAGIC) == MAGIC && regs.read32(R_DEVICE_ID) == device_type {
+                return Self::setup(regs, wanted);
+            }
+        }
+        Err(VirtioError::NoDevice)
+    }
+
+    fn setup(regs: MmioPage, wanted: u64) -> Result<Self, VirtioError> {
+        let fail = |regs: &MmioPage, step| {
+            regs.write32(R_STATUS, FAILED);
+            VirtioError::Setup(step)
+        };
+        if regs.read32(R_VERSION) != 2 {
+            return Err(VirtioError::Setup(
+                "only virtio-mmio version 2 (virtio 1.x) is supported",
+            ));
+        }
+        regs.write32(R_STATUS, 0);
+        regs.write32(R_STATUS, ACKNOWLEDGE);
+        regs.write32(R_STATUS, ACKNOWLEDGE | DRIVER);
+        regs.write32(R_DEVICE_FEATURES_SEL, 0);
+        let low = u64::from(regs.read32(R_DEVICE_FEATURES));
+        regs.write32(R_DEVICE_FEATURES_SEL, 1);
+        let offered = low | (u64::from(regs.read32(R_DEVICE_FEATURES)) << 32);
+        if offered & F_VERSION_1 == 0 {
+            return Err(fail(&regs, "the device is not virtio 1.x"));
+        }
+        let features = offered & (F_VERSION_1 | wanted);
+        regs.write32(R_DRIVER_FEATURES_SEL, 0);
+        regs.write32(R_DRIVER_FEATURES, features as u32);
+        regs.write32(R_DRIVER_FEATURES_SEL, 1);
+        regs.write32(R_DRIVER_FEATURES, (features >> 32) as u32);
+        regs.write32(R_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+        if regs.read32(R_STATUS) & FEATURES_OK == 0 {
+            return Err(fail(&regs, "features were not accepted"));
+        }
+        regs.write32(R_QUEUE_SEL, 0);
+        let max = regs.read32(R_QUEUE_NUM_MAX);
+        if max == 0 {
+            return Err(fail(&regs, "queue 0 does not exist"));
+        }
+        let queue_size = QUEUE_SIZE.min(max as u16);
+        let dma = DmaRegion::new(1 + BUFFER_BYTES / 4096).map_err(|_| VirtioError::OutOfMemory)?;
+        regs.write32(R_QUEUE_NUM, u32::from(queue_size));
+        for (reg, offset) in [
+            (R_QUEUE_DESC, DESC),
+            (R_QUEUE_DRIVER, AVAIL),
+            (R_QUEUE_DEVICE, USED),
+        ] {
+            let addr = dma.phys() + offset as u64;
+            regs.write32(reg, addr as u32);
+            regs.write32(reg + 4, (addr >> 32) as u32);
+        }
+        regs.write32(R_QUEUE_READY, 1);
+        regs.write32(R_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+        Ok(Self {
+            regs,
+            dma,
+            queue_size,
+            next_avail: 0,
+            seen_used: 0,
+            features,
+        })
+    }
+
+    /// The features both sides agreed on.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Reads the 32-bit config-space word at `offset`.
+    pub fn config32(&self, offset: u64) -> u32 {
+        self.regs.read32(R_CONFIG + offset)
+    }
+
+    /// The buffer area requests are built in.
+    pub fn buffer(&self) -> Buffer<'_> {
+        Buffer { dma: &self.dma }
+    }
+
+    /// Runs one request made of `pieces`; returns the bytes the device
+    /// says it wrote.
+    pub fn submit(&mut self, pieces: &[Piece]) -> Result<u32, VirtioError> {
+        if pieces.is_empty()
+            || pieces.len() > usize::from(self.queue_size)
+            || pieces.iter().any(|p| {
+                p.offset
+                    .checked_add(p.len)
+                    .is_none_or(|end| end > BUFFER_BYTES)
+            })
+        {
+            return Err(VirtioError::BadChain);
+        }
+        for (i, p) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let flags =
+                if last { 0 } else { DESC_F_NEXT } | if p.device_writes { DESC_F_WRITE } else { 0 };
+            let at = DESC + i * 16;
+            self.dma
+                .write_u64(at, self.dma.phys() + (BUFFER + p.offset) as u64);
+            self.dma.write_u32(at + 8, p.len as u32);
+            self.dma.write_u16(at + 12, flags);
+            self.dma
+                .write_u16(at + 14, if last { 0 } else { i as u16 + 1 });
+        }
+        let slot = usize::from(self.next_avail % self.queue_size);
+        self.dma.write_u16(AVAIL + 4 + slot * 2, 0);
+        self.next_avail = self.next_avail.wrapping_add(1);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        self.dma.write_u16(AVAIL + 2, self.next_avail);
+        self.regs.write32(R_QUEUE_NOTIFY, 0);
+        let deadline = kiln_rt::hal::time::now_ns() + 2_000_000_000;
+        while self.dma.read_u16(USED + 2) == self.seen_used {
+            if kiln_rt::hal::time::now_ns() > deadline {
+                return Err(VirtioError::Timeout);
+            }
+            core::hint::spin_loop();
+        }
+        // Polling: the interrupt status is left set (its IOAPIC line stays
+        // masked), which saves two register exits per request.
+        let slot = usize::from(self.seen_used % self.queue_size);
+        self.seen_used = self.seen_used.wrapping_add(1);
+        Ok(self.dma.read_u32(USED + 4 + slot * 8 + 4))
+    }
+}
+
+fn kiln_abi_slots() -> u64 {
+    kiln_rt::hal::mmio::VIRTIO_SLOTS
+}
+
+/// The buffer area of a device (bounds-checked, volatile).
+pub struct Buffer<'a> {
+    dma: &'a DmaRegion,
+}
+
+impl Buffer<'_> {
+    /// Writes `bytes` at `offset`.
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        self.dma.write(BUFFER + offset, bytes);
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        self.dma.read(BUFFER + offset, buf);
+    }
+}
