@@ -17,9 +17,12 @@ pub enum VmmError {
     /// A disk image cannot be served.
     #[error(transparent)]
     Disk(#[from] crate::virtio::block::BlockError),
-    /// More disks than virtio slots.
-    #[error("{count} disks were given but this VMM serves at most {max}: drop the extra --disk", max = kiln_abi::VIRTIO_MMIO_SLOTS)]
-    TooManyDisks {
+    /// A volume cannot be shared.
+    #[error(transparent)]
+    Volume(#[from] crate::virtio::fs9p::VolumeError),
+    /// More devices than virtio slots.
+    #[error("{count} disks and volumes were given but this VMM serves at most {max}: drop some --disk or -v", max = kiln_abi::VIRTIO_MMIO_SLOTS)]
+    TooManyDevices {
         /// How many were given.
         count: usize,
     },

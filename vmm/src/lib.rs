@@ -68,9 +68,22 @@ pub struct VmConfig {
     pub console: ConsoleSink,
     /// An initrd (cpio archive) handed to the guest as PVH module 0.
     pub initrd: Option<Vec<u8>>,
-    /// Disk images served as virtio-blk devices (at most
-    /// `kiln_abi::VIRTIO_MMIO_SLOTS`).
+    /// Disk images served as virtio-blk devices.
     pub disks: Vec<DiskConfig>,
+    /// Host directories served as virtio-9p volumes (after the disks;
+    /// disks and volumes share `kiln_abi::VIRTIO_MMIO_SLOTS` slots).
+    pub volumes: Vec<VolumeConfig>,
+}
+
+/// A host directory shared with the guest (`-v HOST:GUEST[:ro]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeConfig {
+    /// The host directory.
+    pub host_dir: std::path::PathBuf,
+    /// Where the guest mounts it (the device's mount tag).
+    pub guest_dir: String,
+    /// Refuse the guest's changes (on the host side).
+    pub read_only: bool,
 }
 
 /// A host file served as a virtio-blk disk.
@@ -145,22 +158,32 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
         console,
         initrd,
         disks,
+        volumes,
     } = config;
-    if disks.len() as u64 > kiln_abi::VIRTIO_MMIO_SLOTS {
-        return Err(VmmError::TooManyDisks { count: disks.len() });
+    if (disks.len() + volumes.len()) as u64 > kiln_abi::VIRTIO_MMIO_SLOTS {
+        return Err(VmmError::TooManyDevices {
+            count: disks.len() + volumes.len(),
+        });
     }
-    // Disk problems are reported before KVM is touched.
-    let disks = disks
-        .iter()
-        .map(|d| virtio::block::Block::open(&d.path, d.read_only))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Disk and volume problems are reported before KVM is touched.
+    let mut devices: Vec<Box<dyn virtio::VirtioDevice>> = Vec::new();
+    for d in &disks {
+        devices.push(Box::new(virtio::block::Block::open(&d.path, d.read_only)?));
+    }
+    for v in &volumes {
+        devices.push(Box::new(virtio::fs9p::Volume::open(
+            &v.host_dir,
+            &v.guest_dir,
+            v.read_only,
+        )?));
+    }
     let console = Arc::new(Mutex::new(devices::LineFlushing::new(console)));
     let mut vm = vcpu::Vm::build(
         &image,
         memory_bytes,
         &cmdline,
         initrd.as_deref(),
-        disks,
+        devices,
         console.clone(),
     )?;
     let setup = start.elapsed();

@@ -33,7 +33,7 @@ pub struct Vm {
     console: SharedConsole,
     /// Virtio-mmio slots in order, with the line each interrupts on.
     virtio: Vec<(
-        crate::virtio::mmio::MmioTransport<crate::virtio::block::Block>,
+        crate::virtio::mmio::MmioTransport<Box<dyn crate::virtio::VirtioDevice>>,
         crate::ioapic::IrqLine,
     )>,
 }
@@ -49,7 +49,7 @@ impl Vm {
         memory_bytes: u64,
         cmdline: &str,
         initrd: Option<&[u8]>,
-        disks: Vec<crate::virtio::block::Block>,
+        devices: Vec<Box<dyn crate::virtio::VirtioDevice>>,
         console: Arc<Mutex<LineFlushing>>,
     ) -> Result<Self, VmmError> {
         if !(layout::MIN_MEMORY_BYTES..=layout::MAX_MEMORY_BYTES).contains(&memory_bytes) {
@@ -132,7 +132,7 @@ impl Vm {
             pin: usize::from(kiln_abi::COM1_IRQ),
         };
         let com1 = Com1::new(com1_irq, console.clone());
-        let virtio = disks
+        let virtio = devices
             .into_iter()
             .enumerate()
             .map(|(slot, disk)| {

@@ -4,7 +4,12 @@
 //!   link targets), writes and reads back `/tmp/note`, renames it, reads
 //!   16 bytes of `/dev/urandom`, and greets on `/dev/console`;
 //! - with `cat PATH`: prints that file (exit 1 with the errno when it
-//!   cannot).
+//!   cannot);
+//! - with `write PATH TEXT`: writes TEXT and a newline to PATH (exit 1
+//!   with the errno when it cannot);
+//! - with `ls DIR`: lists DIR's tree.
+//!
+//! Host volumes (`-v HOST:GUEST`) are mounted at GUEST.
 //!
 //! The parts list: the Kiln runtime, the TLSF heap and `kiln-rootfs`
 //! (ramfs root + initrd + devfs).
@@ -41,6 +46,23 @@ fn main(args: &[&str]) -> i32 {
                 1
             }
         },
+        ["write", path, text] => match vfs.write_file(path, format!("{text}\n").as_bytes()) {
+            Ok(()) => {
+                println!("fsdemo: wrote {path}");
+                0
+            }
+            Err(e) => {
+                println!("fsdemo: write {path}: {e}");
+                1
+            }
+        },
+        ["ls", dir] => match walk(vfs, dir.trim_end_matches('/')) {
+            Ok(()) => 0,
+            Err((what, e)) => {
+                println!("fsdemo: {what}: {e}");
+                1
+            }
+        },
         [] => match tour(vfs, mounted.initrd_entries) {
             Ok(()) => 0,
             Err((what, e)) => {
@@ -49,7 +71,7 @@ fn main(args: &[&str]) -> i32 {
             }
         },
         _ => {
-            println!("fsdemo: usage: fsdemo [cat PATH]");
+            println!("fsdemo: usage: fsdemo [cat PATH | write PATH TEXT | ls DIR]");
             2
         }
     }

@@ -8,7 +8,9 @@
 //!   without one the root starts empty;
 //! - `/dev` is a [`DevFs`] (`null`, `zero`, `urandom` from
 //!   `kiln_hal::random`, `console`);
-//! - `/tmp` exists, empty.
+//! - `/tmp` exists, empty;
+//! - every virtio-9p volume (`kiln run -v HOST:GUEST`) is mounted at its
+//!   tag, the GUEST directory (created, with its parents, in the ramfs).
 //!
 //! Neighbours: `kiln-rt` gives the boot modules, `kiln-vfs` the file API
 //! applications (and later the syscall layer) use, `kiln-cpio` the
@@ -39,6 +41,8 @@ pub enum RootfsError {
         /// Why.
         errno: Errno,
     },
+    /// A host volume could not be attached or mounted.
+    Volume(alloc::string::String),
 }
 
 impl core::fmt::Display for RootfsError {
@@ -49,6 +53,7 @@ impl core::fmt::Display for RootfsError {
                 "the initrd is unusable ({e}): pass a directory with --rootfs, which kiln packs as cpio newc"
             ),
             Self::MountPoint { path, errno } => write!(f, "cannot create {path}: {errno}"),
+            Self::Volume(why) => write!(f, "cannot mount a host volume: {why}"),
         }
     }
 }
@@ -102,9 +107,29 @@ pub fn mount_from(initrd: Option<&[u8]>) -> Result<Mounted, RootfsError> {
     })
 }
 
-/// Builds the tree from the boot modules the loader passed.
+/// Builds the tree from the boot modules the loader passed, and mounts
+/// the host volumes.
 pub fn mount() -> Result<Mounted, RootfsError> {
-    mount_from(kiln_rt::boot::modules().first().copied())
+    let mounted = mount_from(kiln_rt::boot::modules().first().copied())?;
+    let volumes =
+        kiln_fs_9p::NineP::probe_all().map_err(|e| RootfsError::Volume(alloc::format!("{e}")))?;
+    for volume in volumes {
+        let at = alloc::string::String::from(volume.tag());
+        let mut prefix = alloc::string::String::new();
+        for part in at.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            match mounted.vfs.mkdir(&prefix, 0o755) {
+                Ok(()) | Err(Errno::Eexist) => {}
+                Err(e) => return Err(RootfsError::Volume(alloc::format!("mkdir {prefix}: {e}"))),
+            }
+        }
+        mounted
+            .vfs
+            .mount(&at, Arc::new(volume))
+            .map_err(|e| RootfsError::Volume(alloc::format!("mount {at}: {e}")))?;
+    }
+    Ok(mounted)
 }
 
 #[cfg(test)]

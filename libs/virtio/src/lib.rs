@@ -15,6 +15,9 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+use alloc::vec as alloc_vec;
+
 use kiln_rt::dma::DmaRegion;
 use kiln_rt::hal::mmio::MmioPage;
 
@@ -122,6 +125,21 @@ impl VirtioMmio {
             }
         }
         Err(VirtioError::NoDevice)
+    }
+
+    /// Sets up every device of `device_type`, in slot order.
+    pub fn probe_all(device_type: u32, wanted: u64) -> Result<alloc_vec::Vec<Self>, VirtioError> {
+        let mut out = alloc_vec::Vec::new();
+        for slot in 0..kiln_abi_slots() {
+            let paddr = kiln_rt::hal::mmio::virtio_paddr(slot);
+            let Ok(regs) = MmioPage::map(slot, paddr) else {
+                continue;
+            };
+            if regs.read32(R_MAGIC) == MAGIC && regs.read32(R_DEVICE_ID) == device_type {
+                out.push(Self::setup(regs, wanted)?);
+            }
+        }
+        Ok(out)
     }
 
     fn setup(regs: MmioPage, wanted: u64) -> Result<Self, VirtioError> {

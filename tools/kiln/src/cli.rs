@@ -68,8 +68,12 @@ pub struct RunArgs {
     /// its size must be a multiple of 512 bytes. kvm platform only.
     #[arg(long, value_name = "FILE[:ro]")]
     pub disk: Option<String>,
+    /// Share a host directory with the guest, mounted at GUEST (e.g.
+    /// `-v ./site:/data`; `:ro` refuses changes). Repeatable; kvm only.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]")]
+    pub volumes: Vec<String>,
     /// Print build and boot phases with their timings (also KILN_LOG=debug).
-    #[arg(short, long)]
+    #[arg(long)]
     pub verbose: bool,
     /// Hide Cargo's output while building.
     #[arg(short, long)]

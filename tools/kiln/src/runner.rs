@@ -215,6 +215,16 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             }]
         }
     };
+    if !args.volumes.is_empty() && platform != Platform::Kvm {
+        bail!(
+            "-v is served by the embedded VMM only: use --platform kvm (qemu and linuxu volumes are not supported yet)"
+        );
+    }
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|spec| parse_volume(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let rootfs_dir = args
         .rootfs
         .clone()
@@ -292,6 +302,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 cmdline,
                 initrd,
                 disks,
+                volumes,
                 timeout,
                 console: Box::new(std::io::stdout()),
             })?;
@@ -321,6 +332,34 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     Ok(report(&ending))
+}
+
+/// Parses `HOST:GUEST[:ro]`.
+fn parse_volume(spec: &str) -> anyhow::Result<kiln_vmm::VolumeConfig> {
+    let (rest, read_only) = match spec.strip_suffix(":ro") {
+        Some(rest) => (rest, true),
+        None => (spec, false),
+    };
+    let Some((host, guest)) = rest.rsplit_once(':') else {
+        bail!("-v {spec}: give HOST:GUEST, e.g. -v ./site:/data (add :ro for read-only)");
+    };
+    if host.is_empty()
+        || !guest.starts_with('/')
+        || guest == "/"
+        || guest.split('/').any(|c| c == "..")
+    {
+        bail!(
+            "-v {spec}: HOST must be a directory and GUEST an absolute guest path other than / (e.g. /data)"
+        );
+    }
+    if !Path::new(host).is_dir() {
+        bail!("-v {spec}: {host} is not a directory on this host: create it or fix the path");
+    }
+    Ok(kiln_vmm::VolumeConfig {
+        host_dir: host.into(),
+        guest_dir: guest.trim_end_matches('/').to_string(),
+        read_only,
+    })
 }
 
 /// Prints what an abnormal ending means; returns the exit status.

@@ -621,3 +621,74 @@ fn a_file_on_an_ext2_disk_persists_across_boots() {
     );
     assert_eq!(status(&out), 2);
 }
+
+#[test]
+fn a_host_volume_is_shared_confined_and_read_only_when_asked() {
+    if !kvm_or_skip("a_host_volume_is_shared_confined_and_read_only_when_asked") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("sub")).unwrap();
+    std::fs::write(site.join("index.html"), "host page\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "outside\n").unwrap();
+    std::os::unix::fs::symlink(&secret, site.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../secret", site.join("rel-link")).unwrap();
+    let vol = format!("{}:/data", site.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["-v", vol.as_str(), "--"];
+        args.extend_from_slice(extra);
+        run_app("fsdemo", "kvm", &args)
+    };
+    let out = run(&["cat", "/data/index.html"]);
+    assert_eq!(stdout(&out), "host page\n", "{}", stderr(&out));
+    assert_eq!(status(&out), 0);
+    let out = run(&["write", "/data/sub/from-guest.txt", "hello host"]);
+    assert_eq!(status(&out), 0, "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read_to_string(site.join("sub/from-guest.txt")).unwrap(),
+        "hello host\n",
+        "the host sees the guest's write"
+    );
+    let out = run(&["ls", "/data"]);
+    assert!(
+        stdout(&out).contains("  /data/sub/from-guest.txt (11 bytes)\n"),
+        "{}",
+        stdout(&out)
+    );
+    // Escapes: symlinks and `..` resolve in the guest's tree, never the host's.
+    for path in [
+        "/data/abs-link",
+        "/data/rel-link",
+        "/data/../secret",
+        "/data/sub/../../secret",
+    ] {
+        let out = run(&["cat", path]);
+        assert!(
+            !stdout(&out).contains("outside"),
+            "{path} reached the host file"
+        );
+        assert_eq!(status(&out), 1, "{path}: {}", stdout(&out));
+        // A write lands in the guest's own tree (or fails), never on the host.
+        run(&["write", path, "pwned"]);
+    }
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "outside\n",
+        "host file untouched"
+    );
+    // Read-only: EROFS, and the host file is unchanged.
+    let ro = format!("{}:/data:ro", site.display());
+    let out = run_app(
+        "fsdemo",
+        "kvm",
+        &["-v", &ro, "--", "write", "/data/index.html", "x"],
+    );
+    assert_eq!(stdout(&out), "fsdemo: write /data/index.html: Erofs (30)\n");
+    assert_eq!(status(&out), 1);
+    assert_eq!(
+        std::fs::read_to_string(site.join("index.html")).unwrap(),
+        "host page\n"
+    );
+}

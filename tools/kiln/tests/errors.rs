@@ -182,3 +182,15 @@ fn a_truncated_or_missing_disk_image_is_explained() {
     let out = run_app("diskdemo", "linuxu", &["--disk", img.to_str().unwrap()]);
     assert_clean_error(&out, "--disk is served by the embedded VMM only");
 }
+
+#[test]
+fn a_missing_or_malformed_volume_is_explained() {
+    let out = run_app("fsdemo", "kvm", &["-v", "/nonexistent/site:/data"]);
+    assert_clean_error(&out, "/nonexistent/site is not a directory on this host");
+    let out = run_app("fsdemo", "kvm", &["-v", "/tmp"]);
+    assert_clean_error(&out, "give HOST:GUEST");
+    let out = run_app("fsdemo", "kvm", &["-v", "/tmp:data"]);
+    assert_clean_error(&out, "GUEST an absolute guest path");
+    let out = run_app("fsdemo", "linuxu", &["-v", "/tmp:/data"]);
+    assert_clean_error(&out, "-v is served by the embedded VMM only");
+}

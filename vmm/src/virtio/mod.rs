@@ -5,6 +5,7 @@
 //! - [`mmio::MmioTransport`]: the virtio-mmio (version 2) register block a
 //!   device sits behind, as `virtio_mmio.device=` on Linux describes it.
 //! - [`block::Block`]: virtio-blk backed by a host file.
+//! - [`fs9p::Volume`]: virtio-9p serving a host directory (`-v`).
 //!
 //! Queues are `virtio_queue::Queue` (rust-vmm): split rings only, no
 //! indirect descriptors offered, no event index. Limits: the transport
@@ -12,6 +13,8 @@
 //! (on the vCPU thread); there is no ioeventfd or I/O thread yet.
 
 pub mod block;
+pub mod fs9p;
+
 pub mod mmio;
 
 use virtio_queue::Queue;
@@ -34,6 +37,24 @@ pub trait VirtioDevice: Send {
     /// Handles what the driver made available on queue `index`; returns
     /// whether the driver should be interrupted.
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
+}
+
+impl VirtioDevice for Box<dyn VirtioDevice> {
+    fn device_type(&self) -> u32 {
+        self.as_ref().device_type()
+    }
+    fn features(&self) -> u64 {
+        self.as_ref().features()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        self.as_ref().queue_max_sizes()
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        self.as_ref().read_config(offset, data);
+    }
+    fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+        self.as_mut().process_queue(index, queue, mem)
+    }
 }
 
 /// Reads `data.len()` bytes at `offset` of `config`, zero past its end.

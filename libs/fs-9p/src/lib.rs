@@ -1,0 +1,557 @@
+//! # kiln-fs-9p — host directories over virtio-9p
+//!
+//! [`NineP::probe_all`] finds every virtio-9p device and attaches to it;
+//! each is a [`kiln_vfs::FileSystem`] the runtime mounts at its tag (the
+//! guest directory of `kiln run -v HOST:GUEST`). Requests are 9P2000.L
+//! messages of at most 8 KiB over `kiln-virtio`'s polled queue.
+//!
+//! Inodes are the server's qid paths (the host's inode numbers); each one
+//! the guest has looked up keeps a fid, opened lazily for I/O (read-write,
+//! or read-only where the server refuses writing). Symlinks are resolved
+//! by the VFS in the guest's tree; the server never follows them.
+//! Errors are the server's errno (`EROFS` on a read-only volume).
+//!
+//! Limits: fids live until unmount (no forget); no hard links; times not
+//! reported; one request at a time.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use kiln_vfs::{DirEntry, Errno, FileSystem, InodeId, Kind, NewNode, Stat};
+use kiln_virtio::{Piece, VirtioMmio};
+
+const DEVICE_TYPE: u32 = 9;
+const F_MOUNT_TAG: u64 = 1;
+const MSIZE: usize = 8192;
+const REPLY: usize = 8192;
+const IO_CHUNK: usize = MSIZE - 32;
+
+const RLERROR: u8 = 7;
+const TLOPEN: u8 = 12;
+const TLCREATE: u8 = 14;
+const TSYMLINK: u8 = 16;
+const TREADLINK: u8 = 22;
+const TGETATTR: u8 = 24;
+const TSETATTR: u8 = 26;
+const TREADDIR: u8 = 40;
+const TMKDIR: u8 = 72;
+const TRENAMEAT: u8 = 74;
+const TUNLINKAT: u8 = 76;
+const TVERSION: u8 = 100;
+const TATTACH: u8 = 104;
+const TWALK: u8 = 110;
+const TREAD: u8 = 116;
+const TWRITE: u8 = 118;
+const TCLUNK: u8 = 120;
+
+const O_RDONLY: u32 = 0;
+const O_RDWR: u32 = 2;
+const O_DIRECTORY: u32 = 0o200000;
+
+/// A request body under construction.
+#[derive(Default)]
+struct Msg(Vec<u8>);
+
+impl Msg {
+    fn u16(mut self, v: u16) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u32(mut self, v: u32) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn str(self, s: &str) -> Self {
+        let mut m = self.u16(s.len() as u16);
+        m.0.extend_from_slice(s.as_bytes());
+        m
+    }
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+}
+
+/// A reply being read.
+struct Reply {
+    b: Vec<u8>,
+    at: usize,
+}
+
+impl Reply {
+    fn take(&mut self, n: usize) -> Result<&[u8], Errno> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or(Errno::Eio)?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, Errno> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, Errno> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, Errno> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, Errno> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn str(&mut self) -> Result<String, Errno> {
+        let n = usize::from(self.u16()?);
+        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    /// A qid: (type, path).
+    fn qid(&mut self) -> Result<(u8, u64), Errno> {
+        let t = self.u8()?;
+        self.u32()?;
+        Ok((t, self.u64()?))
+    }
+}
+
+struct Client {
+    dev: VirtioMmio,
+    next_fid: u32,
+    /// A fid per known inode (walked, not opened).
+    fids: BTreeMap<u64, u32>,
+    /// An opened fid per inode, and whether it can write.
+    open: BTreeMap<u64, (u32, bool)>,
+}
+
+impl Client {
+    fn call(&mut self, kind: u8, body: Msg) -> Result<Reply, Errno> {
+        let len = 7 + body.0.len();
+        if len > MSIZE {
+            return Err(Errno::Einval);
+        }
+        let mut frame = Vec::with_capacity(len);
+        frame.extend_from_slice(&(len as u32).to_le_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(&1u16.to_le_bytes());
+        frame.extend_from_slice(&body.0);
+        self.dev.buffer().write(0, &frame);
+        let pieces = [
+            Piece {
+                offset: 0,
+                len,
+                device_writes: false,
+            },
+            Piece {
+                offset: MSIZE,
+                len: REPLY,
+                device_writes: true,
+            },
+        ];
+        let written = self.dev.submit(&pieces).map_err(|_| Errno::Eio)? as usize;
+        if written < 7 {
+            return Err(Errno::Eio);
+        }
+        let mut b = alloc::vec![0u8; written.min(REPLY)];
+        self.dev.buffer().read(MSIZE, &mut b);
+        let mut r = Reply { b, at: 7 };
+        match r.b[4] {
+            RLERROR => Err(Errno::from_code(r.u32()? as i32).unwrap_or(Errno::Eio)),
+            k if k == kind + 1 => Ok(r),
+            _ => Err(Errno::Eio),
+        }
+    }
+
+    fn new_fid(&mut self) -> u32 {
+        self.next_fid += 1;
+        self.next_fid
+    }
+
+    fn fid(&self, ino: InodeId) -> Result<u32, Errno> {
+        self.fids.get(&ino).copied().ok_or(Errno::Enoent)
+    }
+
+    fn clunk(&mut self, fid: u32) {
+        let _ = self.call(TCLUNK, Msg::default().u32(fid));
+    }
+
+    /// Walks from `dir` to `name`; returns the inode (keeping a fid).
+    fn walk(&mut self, dir: InodeId, name: &str) -> Result<InodeId, Errno> {
+        let dfid = self.fid(dir)?;
+        let fid = self.new_fid();
+        let mut r = self.call(TWALK, Msg::default().u32(dfid).u32(fid).u16(1).str(name))?;
+        if r.u16()? != 1 {
+            return Err(Errno::Enoent);
+        }
+        let (_, ino) = r.qid()?;
+        // Keep the first fid of an inode; a second walk's fid goes back.
+        if let Some(&kept) = self.fids.get(&ino)
+            && kept != fid
+        {
+            self.clunk(fid);
+        } else {
+            self.fids.insert(ino, fid);
+        }
+        Ok(ino)
+    }
+
+    /// A fid of `ino` opened for I/O (`write`: read-write required).
+    fn opened(&mut self, ino: InodeId, write: bool) -> Result<u32, Errno> {
+        if let Some((fid, rw)) = self.open.get(&ino).copied() {
+            if rw || !write {
+                return Ok(fid);
+            }
+            return Err(Errno::Erofs);
+        }
+        let base = self.fid(ino)?;
+        for (mode, rw) in [(O_RDWR, true), (O_RDONLY, false)] {
+            let fid = self.new_fid();
+            self.call(TWALK, Msg::default().u32(base).u32(fid).u16(0))?;
+            match self.call(TLOPEN, Msg::default().u32(fid).u32(mode)) {
+                Ok(_) => {
+                    self.open.insert(ino, (fid, rw));
+                    return if write && !rw {
+                        Err(Errno::Erofs)
+                    } else {
+                        Ok(fid)
+                    };
+                }
+                Err(e @ (Errno::Erofs | Errno::Eacces | Errno::Eperm)) if rw => {
+                    self.clunk(fid);
+                    if write {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    self.clunk(fid);
+                    return Err(e);
+                }
+            }
+        }
+        Err(Errno::Eio)
+    }
+
+    fn forget(&mut self, ino: InodeId) {
+        if let Some((fid, _)) = self.open.remove(&ino) {
+            self.clunk(fid);
+        }
+    }
+}
+
+/// A host directory shared over virtio-9p.
+pub struct NineP {
+    client: spin::Mutex<Client>,
+    root: InodeId,
+    tag: String,
+}
+
+/// Why no volume could be attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NinePError {
+    /// The transport failed.
+    Virtio(kiln_virtio::VirtioError),
+    /// The server refused the session (errno).
+    Refused(Errno),
+}
+
+impl core::fmt::Display for NinePError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Virtio(e) => write!(f, "virtio-9p: {e}"),
+            Self::Refused(e) => write!(f, "the 9P server refused the session: {e}"),
+        }
+    }
+}
+
+impl NineP {
+    /// Attaches to every virtio-9p device (none is not an error).
+    pub fn probe_all() -> Result<Vec<NineP>, NinePError> {
+        let mut out = Vec::new();
+        for dev in VirtioMmio::probe_all(DEVICE_TYPE, F_MOUNT_TAG).map_err(NinePError::Virtio)? {
+            out.push(Self::attach(dev).map_err(NinePError::Refused)?);
+        }
+        Ok(out)
+    }
+
+    fn attach(dev: VirtioMmio) -> Result<Self, Errno> {
+        // Config space: tag length (u16), then the tag; read word by word.
+        let tag_len = (dev.config32(0) & 0xffff) as usize;
+        let mut raw = Vec::new();
+        for w in 0..(2 + tag_len).div_ceil(4) {
+            raw.extend_from_slice(&dev.config32(w as u64 * 4).to_le_bytes());
+        }
+        let tag = String::from_utf8_lossy(&raw[2..2 + tag_len]).into_owned();
+        let mut client = Client {
+            dev,
+            next_fid: 0,
+            fids: BTreeMap::new(),
+            open: BTreeMap::new(),
+        };
+        client.call(TVERSION, Msg::default().u32(MSIZE as u32).str("9P2000.L"))?;
+        let mut r = client.call(
+            TATTACH,
+            Msg::default().u32(0).u32(!0).str("").str("").u32(0),
+        )?;
+        let (_, root) = r.qid()?;
+        client.fids.insert(root, 0);
+        Ok(Self {
+            client: spin::Mutex::new(client),
+            root,
+            tag,
+        })
+    }
+
+    /// The mount tag: the guest directory to mount it on.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+}
+
+fn kind_of(mode: u32) -> Kind {
+    match mode & 0o170000 {
+        0o040000 => Kind::Dir,
+        0o120000 => Kind::Symlink,
+        0o020000 => Kind::CharDevice,
+        _ => Kind::File,
+    }
+}
+
+impl FileSystem for NineP {
+    fn root(&self) -> InodeId {
+        self.root
+    }
+
+    fn lookup(&self, dir: InodeId, name: &str) -> Result<InodeId, Errno> {
+        self.client.lock().walk(dir, name)
+    }
+
+    fn stat(&self, ino: InodeId) -> Result<Stat, Errno> {
+        let mut c = self.client.lock();
+        let fid = c.fid(ino)?;
+        let mut r = c.call(TGETATTR, Msg::default().u32(fid).u64(0x3fff))?;
+        r.u64()?;
+        r.qid()?;
+        let mode = r.u32()?;
+        r.u32()?;
+        r.u32()?;
+        let nlink = r.u64()?;
+        r.u64()?;
+        let size = r.u64()?;
+        Ok(Stat {
+            ino,
+            kind: kind_of(mode),
+            size,
+            mode: mode & 0o7777,
+            nlink: nlink as u32,
+        })
+    }
+
+    fn create(&self, dir: InodeId, name: &str, node: NewNode, mode: u32) -> Result<InodeId, Errno> {
+        let mut c = self.client.lock();
+        let dfid = c.fid(dir)?;
+        match node {
+            NewNode::File => {
+                let fid = c.new_fid();
+                c.call(TWALK, Msg::default().u32(dfid).u32(fid).u16(0))?;
+                let created = c.call(
+                    TLCREATE,
+                    Msg::default()
+                        .u32(fid)
+                        .str(name)
+                        .u32(O_RDWR)
+                        .u32(mode)
+                        .u32(0),
+                );
+                let mut r = match created {
+                    Ok(r) => r,
+                    Err(e) => {
+                        c.clunk(fid);
+                        return Err(e);
+                    }
+                };
+                let (_, ino) = r.qid()?;
+                c.open.insert(ino, (fid, true));
+                drop(c);
+                self.lookup(dir, name)?;
+                Ok(ino)
+            }
+            NewNode::Dir => {
+                c.call(TMKDIR, Msg::default().u32(dfid).str(name).u32(mode).u32(0))?;
+                c.walk(dir, name)
+            }
+            NewNode::Symlink(target) => {
+                c.call(
+                    TSYMLINK,
+                    Msg::default().u32(dfid).str(name).str(&target).u32(0),
+                )?;
+                c.walk(dir, name)
+            }
+        }
+    }
+
+    fn unlink(&self, dir: InodeId, name: &str) -> Result<(), Errno> {
+        let mut c = self.client.lock();
+        let dfid = c.fid(dir)?;
+        if let Ok(ino) = c.walk(dir, name) {
+            c.forget(ino);
+        }
+        c.call(TUNLINKAT, Msg::default().u32(dfid).str(name).u32(0))?;
+        Ok(())
+    }
+
+    fn rmdir(&self, dir: InodeId, name: &str) -> Result<(), Errno> {
+        let mut c = self.client.lock();
+        let dfid = c.fid(dir)?;
+        c.call(TUNLINKAT, Msg::default().u32(dfid).str(name).u32(0x200))?;
+        Ok(())
+    }
+
+    fn rename(
+        &self,
+        from_dir: InodeId,
+        from: &str,
+        to_dir: InodeId,
+        to: &str,
+    ) -> Result<(), Errno> {
+        let mut c = self.client.lock();
+        let (ffid, tfid) = (c.fid(from_dir)?, c.fid(to_dir)?);
+        // Cached fids name paths on the host: drop the moved ones.
+        let stale: Vec<InodeId> = [(from_dir, from), (to_dir, to)]
+            .into_iter()
+            .filter_map(|(d, n)| c.walk(d, n).ok())
+            .collect();
+        for ino in stale {
+            c.forget(ino);
+            if let Some(fid) = c.fids.remove(&ino) {
+                c.clunk(fid);
+            }
+        }
+        c.call(
+            TRENAMEAT,
+            Msg::default().u32(ffid).str(from).u32(tfid).str(to),
+        )?;
+        Ok(())
+    }
+
+    fn read(&self, ino: InodeId, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        let mut c = self.client.lock();
+        let fid = c.opened(ino, false)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(IO_CHUNK);
+            let mut r = c.call(
+                TREAD,
+                Msg::default()
+                    .u32(fid)
+                    .u64(offset + done as u64)
+                    .u32(want as u32),
+            )?;
+            let n = (r.u32()? as usize).min(want);
+            buf[done..done + n].copy_from_slice(r.take(n)?);
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn write(&self, ino: InodeId, offset: u64, buf: &[u8]) -> Result<usize, Errno> {
+        let mut c = self.client.lock();
+        let fid = c.opened(ino, true)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let chunk = &buf[done..(done + IO_CHUNK).min(buf.len())];
+            let mut r = c.call(
+                TWRITE,
+                Msg::default()
+                    .u32(fid)
+                    .u64(offset + done as u64)
+                    .u32(chunk.len() as u32)
+                    .bytes(chunk),
+            )?;
+            let n = r.u32()? as usize;
+            done += n;
+            if n < chunk.len() {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn truncate(&self, ino: InodeId, size: u64) -> Result<(), Errno> {
+        let mut c = self.client.lock();
+        let fid = c.fid(ino)?;
+        let body = Msg::default()
+            .u32(fid)
+            .u32(0x8)
+            .u32(0)
+            .u32(0)
+            .u32(0)
+            .u64(size);
+        c.call(TSETATTR, body.u64(0).u64(0).u64(0).u64(0))?;
+        Ok(())
+    }
+
+    fn readdir(&self, ino: InodeId) -> Result<Vec<DirEntry>, Errno> {
+        let mut c = self.client.lock();
+        let base = c.fid(ino)?;
+        let fid = c.new_fid();
+        c.call(TWALK, Msg::default().u32(base).u32(fid).u16(0))?;
+        let result = (|| {
+            c.call(TLOPEN, Msg::default().u32(fid).u32(O_RDONLY | O_DIRECTORY))?;
+            let mut out = Vec::new();
+            let mut offset = 0u64;
+            loop {
+                let mut r = c.call(
+                    TREADDIR,
+                    Msg::default().u32(fid).u64(offset).u32(IO_CHUNK as u32),
+                )?;
+                let count = r.u32()? as usize;
+                if count == 0 {
+                    break;
+                }
+                let end = r.at + count;
+                while r.at < end {
+                    let (_, e_ino) = r.qid()?;
+                    offset = r.u64()?;
+                    let dtype = r.u8()?;
+                    let name = r.str()?;
+                    let kind = match dtype {
+                        4 => Kind::Dir,
+                        10 => Kind::Symlink,
+                        2 => Kind::CharDevice,
+                        _ => Kind::File,
+                    };
+                    out.push(DirEntry {
+                        name,
+                        ino: e_ino,
+                        kind,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })();
+        c.clunk(fid);
+        result
+    }
+
+    fn readlink(&self, ino: InodeId) -> Result<String, Errno> {
+        let mut c = self.client.lock();
+        let fid = c.fid(ino)?;
+        c.call(TREADLINK, Msg::default().u32(fid))?.str()
+    }
+}
