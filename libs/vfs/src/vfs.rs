@@ -72,6 +72,9 @@ struct OpenFile {
     loc: Loc,
     flags: u32,
     offset: spin::Mutex<u64>,
+    /// Its kind at open (an inode's kind never changes): reads need not
+    /// ask the file system again (one request less per read on 9p).
+    is_dir: bool,
 }
 
 /// The virtual file system.
@@ -276,6 +279,7 @@ impl Vfs {
             loc,
             flags,
             offset: spin::Mutex::new(0),
+            is_dir: stat.kind == Kind::Dir,
         });
         let mut files = self.files.lock();
         match files.iter().position(Option::is_none) {
@@ -345,7 +349,7 @@ impl Vfs {
 
     fn read_at(&self, file: &OpenFile, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         Self::readable(file)?;
-        if self.stat_loc(file.loc)?.kind == Kind::Dir {
+        if file.is_dir {
             return Err(Errno::Eisdir);
         }
         self.fs(file.loc.mount).read(file.loc.ino, offset, buf)
