@@ -69,6 +69,14 @@ pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 /// Virtio-mmio slots the guest probes.
 pub const VIRTIO_MMIO_SLOTS: u64 = 2;
 
+/// Where QEMU's microvm machine puts its virtio-mmio transports (512
+/// bytes apart; an unused one has device ID 0).
+pub const QEMU_MICROVM_VIRTIO_BASE: u64 = 0xfeb0_0000;
+/// Spacing of QEMU microvm's virtio-mmio transports.
+pub const QEMU_MICROVM_VIRTIO_STRIDE: u64 = 0x200;
+/// How many transports QEMU microvm has.
+pub const QEMU_MICROVM_VIRTIO_COUNT: u64 = 24;
+
 /// The IOAPIC pin of virtio-mmio slot 0 (slot `n` uses pin 5 + n).
 pub const VIRTIO_FIRST_IRQ: u8 = 5;
 

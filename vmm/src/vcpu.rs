@@ -255,6 +255,12 @@ impl Vm {
                     unhandled.reset();
                     None
                 }
+                // Where QEMU microvm has virtio transports, which guests
+                // probe: nothing here, quietly (magic 0).
+                VcpuExit::MmioRead(addr, data) if qemu_virtio_range(addr) => {
+                    data.fill(0);
+                    None
+                }
                 VcpuExit::MmioRead(addr, data) => {
                     data.fill(0xff);
                     unhandled
@@ -355,6 +361,11 @@ fn with_timing_leaf(cpuid: kvm_bindings::CpuId, tsc_khz: Option<u32>) -> kvm_bin
 }
 
 /// Offset of `addr` in the IOAPIC's register page, if it is there.
+fn qemu_virtio_range(addr: u64) -> bool {
+    let span = kiln_abi::QEMU_MICROVM_VIRTIO_COUNT * kiln_abi::QEMU_MICROVM_VIRTIO_STRIDE;
+    (kiln_abi::QEMU_MICROVM_VIRTIO_BASE..kiln_abi::QEMU_MICROVM_VIRTIO_BASE + span).contains(&addr)
+}
+
 /// The virtio-mmio slot and register offset of `addr`, if it is in one.
 fn virtio_slot(addr: u64) -> Option<(usize, u64)> {
     let offset = addr.checked_sub(kiln_abi::VIRTIO_MMIO_BASE)?;

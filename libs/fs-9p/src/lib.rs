@@ -27,9 +27,11 @@ use kiln_virtio::{Piece, VirtioMmio};
 
 const DEVICE_TYPE: u32 = 9;
 const F_MOUNT_TAG: u64 = 1;
-const MSIZE: usize = 8192;
-const REPLY: usize = 8192;
-const IO_CHUNK: usize = MSIZE - 32;
+/// The largest message we offer (the server may choose less); requests
+/// are built at buffer offset 0 and replies land at `MSIZE`.
+const MSIZE: usize = 16384;
+/// Room for a Tread/Twrite header inside a message.
+const IO_HEADER: usize = 32;
 
 const RLERROR: u8 = 7;
 const TLOPEN: u8 = 12;
@@ -129,6 +131,8 @@ impl Reply {
 
 struct Client {
     dev: VirtioMmio,
+    /// The negotiated message size.
+    msize: usize,
     next_fid: u32,
     /// A fid per known inode (walked, not opened).
     fids: BTreeMap<u64, u32>,
@@ -139,7 +143,7 @@ struct Client {
 impl Client {
     fn call(&mut self, kind: u8, body: Msg) -> Result<Reply, Errno> {
         let len = 7 + body.0.len();
-        if len > MSIZE {
+        if len > self.msize {
             return Err(Errno::Einval);
         }
         let mut frame = Vec::with_capacity(len);
@@ -156,7 +160,7 @@ impl Client {
             },
             Piece {
                 offset: MSIZE,
-                len: REPLY,
+                len: self.msize,
                 device_writes: true,
             },
         ];
@@ -164,7 +168,7 @@ impl Client {
         if written < 7 {
             return Err(Errno::Eio);
         }
-        let mut b = alloc::vec![0u8; written.min(REPLY)];
+        let mut b = alloc::vec![0u8; written.min(self.msize)];
         self.dev.buffer().read(MSIZE, &mut b);
         let mut r = Reply { b, at: 7 };
         match r.b[4] {
@@ -286,20 +290,24 @@ impl NineP {
     }
 
     fn attach(dev: VirtioMmio) -> Result<Self, Errno> {
-        // Config space: tag length (u16), then the tag; read word by word.
-        let tag_len = (dev.config32(0) & 0xffff) as usize;
-        let mut raw = Vec::new();
-        for w in 0..(2 + tag_len).div_ceil(4) {
-            raw.extend_from_slice(&dev.config32(w as u64 * 4).to_le_bytes());
-        }
-        let tag = String::from_utf8_lossy(&raw[2..2 + tag_len]).into_owned();
+        // Config space: tag length (u16), then the tag, read byte by byte
+        // (QEMU refuses a wider read that runs past the end).
+        let tag_len = usize::from(u16::from_le_bytes([dev.config8(0), dev.config8(1)]));
+        let raw: Vec<u8> = (0..tag_len).map(|i| dev.config8(2 + i as u64)).collect();
+        let tag = String::from_utf8_lossy(&raw).into_owned();
         let mut client = Client {
             dev,
+            msize: MSIZE,
             next_fid: 0,
             fids: BTreeMap::new(),
             open: BTreeMap::new(),
         };
-        client.call(TVERSION, Msg::default().u32(MSIZE as u32).str("9P2000.L"))?;
+        let mut r = client.call(TVERSION, Msg::default().u32(MSIZE as u32).str("9P2000.L"))?;
+        let msize = r.u32()? as usize;
+        if r.str()? != "9P2000.L" || !(256..=MSIZE).contains(&msize) {
+            return Err(Errno::Einval);
+        }
+        client.msize = msize;
         let mut r = client.call(
             TATTACH,
             Msg::default().u32(0).u32(!0).str("").str("").u32(0),
@@ -450,7 +458,7 @@ impl FileSystem for NineP {
         let fid = c.opened(ino, false)?;
         let mut done = 0;
         while done < buf.len() {
-            let want = (buf.len() - done).min(IO_CHUNK);
+            let want = (buf.len() - done).min(c.msize - IO_HEADER);
             let mut r = c.call(
                 TREAD,
                 Msg::default()
@@ -473,7 +481,7 @@ impl FileSystem for NineP {
         let fid = c.opened(ino, true)?;
         let mut done = 0;
         while done < buf.len() {
-            let chunk = &buf[done..(done + IO_CHUNK).min(buf.len())];
+            let chunk = &buf[done..(done + c.msize - IO_HEADER).min(buf.len())];
             let mut r = c.call(
                 TWRITE,
                 Msg::default()
@@ -515,10 +523,8 @@ impl FileSystem for NineP {
             let mut out = Vec::new();
             let mut offset = 0u64;
             loop {
-                let mut r = c.call(
-                    TREADDIR,
-                    Msg::default().u32(fid).u64(offset).u32(IO_CHUNK as u32),
-                )?;
+                let count = (c.msize - IO_HEADER) as u32;
+                let mut r = c.call(TREADDIR, Msg::default().u32(fid).u64(offset).u32(count))?;
                 let count = r.u32()? as usize;
                 if count == 0 {
                     break;
@@ -529,6 +535,10 @@ impl FileSystem for NineP {
                     offset = r.u64()?;
                     let dtype = r.u8()?;
                     let name = r.str()?;
+                    // QEMU's server lists them; the VFS handles both.
+                    if name == "." || name == ".." {
+                        continue;
+                    }
                     let kind = match dtype {
                         4 => Kind::Dir,
                         10 => Kind::Symlink,

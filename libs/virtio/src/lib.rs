@@ -24,7 +24,7 @@ use kiln_rt::hal::mmio::MmioPage;
 /// `VIRTIO_F_VERSION_1`.
 pub const F_VERSION_1: u64 = 1 << 32;
 /// Bytes of the buffer area ([`VirtioMmio::buffer`]) a driver may use.
-pub const BUFFER_BYTES: usize = 4 * 4096;
+pub const BUFFER_BYTES: usize = 8 * 4096;
 
 const MAGIC: u32 = 0x7472_6976;
 const QUEUE_SIZE: u16 = 8;
@@ -103,7 +103,7 @@ pub struct Piece {
 
 /// A set-up virtio-mmio device with queue 0.
 pub struct VirtioMmio {
-    regs: MmioPage,
+    regs: Regs,
     dma: DmaRegion,
     queue_size: u16,
     next_avail: u16,
@@ -115,35 +115,51 @@ impl VirtioMmio {
     /// Finds the first device of `device_type` and sets it up, accepting
     /// `wanted` features it offers (plus virtio 1.x, which it must).
     pub fn probe(device_type: u32, wanted: u64) -> Result<Self, VirtioError> {
-        for slot in 0..kiln_abi_slots() {
-            let paddr = kiln_rt::hal::mmio::virtio_paddr(slot);
-            let Ok(regs) = MmioPage::map(slot, paddr) else {
-                continue;
-            };
-            if regs.read32(R_MAGIC) == MAGIC && regs.read32(R_DEVICE_ID) == device_type {
-                return Self::setup(regs, wanted);
-            }
-        }
-        Err(VirtioError::NoDevice)
+        Self::find(device_type, 1)?
+            .pop()
+            .ok_or(VirtioError::NoDevice)
+            .and_then(|regs| Self::setup(regs, wanted))
     }
 
-    /// Sets up every device of `device_type`, in slot order.
+    /// Sets up every device of `device_type` (as many as there are window
+    /// pages for devices), in address order.
     pub fn probe_all(device_type: u32, wanted: u64) -> Result<alloc_vec::Vec<Self>, VirtioError> {
-        let mut out = alloc_vec::Vec::new();
-        for slot in 0..kiln_abi_slots() {
-            let paddr = kiln_rt::hal::mmio::virtio_paddr(slot);
-            let Ok(regs) = MmioPage::map(slot, paddr) else {
-                continue;
-            };
-            if regs.read32(R_MAGIC) == MAGIC && regs.read32(R_DEVICE_ID) == device_type {
-                out.push(Self::setup(regs, wanted)?);
-            }
-        }
-        Ok(out)
+        Self::find(device_type, kiln_abi_slots() as usize)?
+            .into_iter()
+            .map(|regs| Self::setup(regs, wanted))
+            .collect()
     }
 
-    fn setup(regs: MmioPage, wanted: u64) -> Result<Self, VirtioError> {
-        let fail = |regs: &MmioPage, step| {
+    /// Maps the register blocks of up to `most` devices of `device_type`.
+    ///
+    /// Window pages are claimed in order by the devices already set up
+    /// (each `VirtioMmio` keeps its page), so this takes the first page not
+    /// in use by a live mapping of this search.
+    fn find(device_type: u32, most: usize) -> Result<alloc_vec::Vec<Regs>, VirtioError> {
+        let mut found = alloc_vec::Vec::new();
+        let first_free = IN_USE.load(core::sync::atomic::Ordering::SeqCst);
+        for paddr in kiln_rt::hal::mmio::virtio_candidates() {
+            let index = first_free + found.len() as u64;
+            if found.len() == most || index >= kiln_abi_slots() {
+                break;
+            }
+            let Ok(page) = MmioPage::map(index, paddr & !0xfff) else {
+                continue;
+            };
+            let regs = Regs {
+                page,
+                base: paddr & 0xfff,
+            };
+            if regs.read32(R_MAGIC) == MAGIC && regs.read32(R_DEVICE_ID) == device_type {
+                found.push(regs);
+            }
+        }
+        IN_USE.fetch_add(found.len() as u64, core::sync::atomic::Ordering::SeqCst);
+        Ok(found)
+    }
+
+    fn setup(regs: Regs, wanted: u64) -> Result<Self, VirtioError> {
+        let fail = |regs: &Regs, step| {
             regs.write32(R_STATUS, FAILED);
             VirtioError::Setup(step)
         };
@@ -210,6 +226,11 @@ impl VirtioMmio {
         self.regs.read32(R_CONFIG + offset)
     }
 
+    /// Reads the config-space byte at `offset`.
+    pub fn config8(&self, offset: u64) -> u8 {
+        self.regs.page.read8(self.regs.base + R_CONFIG + offset)
+    }
+
     /// The buffer area requests are built in.
     pub fn buffer(&self) -> Buffer<'_> {
         Buffer { dma: &self.dma }
@@ -263,6 +284,26 @@ impl VirtioMmio {
 
 fn kiln_abi_slots() -> u64 {
     kiln_rt::hal::mmio::VIRTIO_SLOTS
+}
+
+/// Device window pages handed out (devices live for the whole run).
+static IN_USE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// A device's registers: `base` bytes into a mapped page (QEMU packs
+/// eight 512-byte transports into one page).
+struct Regs {
+    page: MmioPage,
+    base: u64,
+}
+
+impl Regs {
+    fn read32(&self, offset: u64) -> u32 {
+        self.page.read32(self.base + offset)
+    }
+
+    fn write32(&self, offset: u64, value: u32) {
+        self.page.write32(self.base + offset, value);
+    }
 }
 
 /// The buffer area of a device (bounds-checked, volatile).

@@ -18,6 +18,15 @@ pub fn virtio_paddr(slot: u64) -> u64 {
     kiln_abi::VIRTIO_MMIO_BASE + slot * kiln_abi::PAGE_SIZE
 }
 
+/// Every place a virtio-mmio register block may be: the embedded VMM's
+/// slots, then QEMU microvm's transports.
+pub fn virtio_candidates() -> impl Iterator<Item = u64> {
+    (0..VIRTIO_SLOTS).map(virtio_paddr).chain(
+        (0..kiln_abi::QEMU_MICROVM_VIRTIO_COUNT)
+            .map(|i| kiln_abi::QEMU_MICROVM_VIRTIO_BASE + i * kiln_abi::QEMU_MICROVM_VIRTIO_STRIDE),
+    )
+}
+
 /// Virtio-mmio slots (and device window pages 8, 9, ...).
 pub const VIRTIO_SLOTS: u64 = kiln_abi::VIRTIO_MMIO_SLOTS;
 
@@ -68,6 +77,16 @@ impl MmioPage {
         // owns) for as long as `self` lives; the offset is aligned and
         // inside the page.
         unsafe { core::ptr::read_volatile((self.va + offset) as *const u32) }
+    }
+
+    /// Reads the byte at `offset` (config spaces: QEMU refuses wider reads
+    /// that run past a config space's end; all ones for a bad offset).
+    pub fn read8(&self, offset: u64) -> u8 {
+        if offset >= kiln_abi::PAGE_SIZE {
+            return u8::MAX;
+        }
+        // SAFETY: as in `read32`; a byte access needs no alignment.
+        unsafe { core::ptr::read_volatile((self.va + offset) as *const u8) }
     }
 
     /// Writes the 32-bit register at `offset` (ignored for a bad offset).

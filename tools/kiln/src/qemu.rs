@@ -32,10 +32,16 @@ pub fn command(
     memory_bytes: u64,
     cmdline: &str,
     initrd: Option<&Path>,
+    devices: &Devices,
     kvm: bool,
 ) -> Command {
     let mut cmd = Command::new(qemu_binary());
-    cmd.args(["-M", "microvm,pic=off,pit=off,rtc=on"]);
+    // auto-kernel-cmdline=off: the guest finds virtio devices by probing,
+    // and its command line carries only what kiln put there.
+    cmd.args([
+        "-M",
+        "microvm,pic=off,pit=off,rtc=on,auto-kernel-cmdline=off",
+    ]);
     if kvm {
         // -arch-capabilities: QEMU 7.2 aborts on MSR 0x10a here; +invtsc makes
         // QEMU publish the TSC frequency (CPUID 0x4000_0010) to the clock.
@@ -66,7 +72,47 @@ pub fn command(
         // QEMU hands it to a PVH kernel as module 0 of start_info.
         cmd.arg("-initrd").arg(initrd);
     }
+    if !devices.disks.is_empty() || !devices.volumes.is_empty() {
+        // Modern (virtio 1.x) transports: the guest drivers need them.
+        cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
+    }
+    for (i, disk) in devices.disks.iter().enumerate() {
+        let mut drive = std::ffi::OsString::from(format!("id=disk{i},if=none,format=raw,file="));
+        drive.push(qemu_escape(&disk.path));
+        if disk.read_only {
+            drive.push(",readonly=on");
+        }
+        cmd.arg("-drive").arg(drive);
+        cmd.args(["-device", &format!("virtio-blk-device,drive=disk{i}")]);
+    }
+    for (i, vol) in devices.volumes.iter().enumerate() {
+        let mut fsdev =
+            std::ffi::OsString::from(format!("local,id=vol{i},security_model=none,path="));
+        fsdev.push(qemu_escape(&vol.host_dir));
+        if vol.read_only {
+            fsdev.push(",readonly=on");
+        }
+        cmd.arg("-fsdev").arg(fsdev);
+        cmd.args([
+            "-device",
+            &format!("virtio-9p-device,fsdev=vol{i},mount_tag={}", vol.guest_dir),
+        ]);
+    }
     cmd
+}
+
+/// Disks and volumes for QEMU's own virtio devices.
+#[derive(Default)]
+pub struct Devices {
+    /// `--disk` images.
+    pub disks: Vec<kiln_vmm::DiskConfig>,
+    /// `-v` volumes.
+    pub volumes: Vec<kiln_vmm::VolumeConfig>,
+}
+
+/// A path inside a QEMU option value (commas are doubled).
+fn qemu_escape(path: &Path) -> std::ffi::OsString {
+    std::ffi::OsString::from(path.to_string_lossy().replace(',', ",,"))
 }
 
 /// Boots `image` under QEMU and waits for it to end.
@@ -75,11 +121,12 @@ pub fn run(
     memory_bytes: u64,
     cmdline: &str,
     initrd: Option<&Path>,
+    devices: &Devices,
     timeout: Option<Duration>,
     verbose: bool,
 ) -> anyhow::Result<Ending> {
     let kvm = kvm_usable();
-    let mut cmd = command(image, memory_bytes, cmdline, initrd, kvm);
+    let mut cmd = command(image, memory_bytes, cmdline, initrd, devices, kvm);
     cmd.stdin(Stdio::null());
     if verbose {
         eprintln!("kiln: {cmd:?}");

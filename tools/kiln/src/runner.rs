@@ -201,9 +201,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     let disks: Vec<kiln_vmm::DiskConfig> = match &args.disk {
         None => Vec::new(),
-        Some(_) if platform != Platform::Kvm => bail!(
-            "--disk is served by the embedded VMM only: use --platform kvm (qemu and linuxu disks are not supported yet)"
-        ),
+        Some(_) if platform == Platform::Linuxu => {
+            bail!("--disk needs a VM: use --platform kvm or qemu (linuxu has no disks yet)")
+        }
         Some(spec) => {
             let (path, read_only) = match spec.strip_suffix(":ro") {
                 Some(path) => (path, true),
@@ -215,10 +215,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             }]
         }
     };
-    if !args.volumes.is_empty() && platform != Platform::Kvm {
-        bail!(
-            "-v is served by the embedded VMM only: use --platform kvm (qemu and linuxu volumes are not supported yet)"
-        );
+    if !args.volumes.is_empty() && platform == Platform::Linuxu {
+        bail!("-v needs a VM: use --platform kvm or qemu (linuxu has no volumes yet)");
     }
     let volumes = args
         .volumes
@@ -301,8 +299,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 memory_bytes,
                 cmdline,
                 initrd,
-                disks,
-                volumes,
+                disks: disks.clone(),
+                volumes: volumes.clone(),
                 timeout,
                 console: Box::new(std::io::stdout()),
             })?;
@@ -324,6 +322,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             memory_bytes,
             &cmdline,
             initrd_file.as_deref(),
+            &crate::qemu::Devices { disks, volumes },
             timeout,
             verbose,
         )?,

@@ -507,15 +507,18 @@ fn rootfs_flag_overrides_the_manifest_and_missing_files_say_enoent() {
 
 #[test]
 fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
-    if !kvm_or_skip("a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes") {
-        return;
+    for p in vm_platforms("a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes") {
+        a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes_on(p);
     }
+}
+
+fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes_on(p: &str) {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("disk.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let disk = img.to_str().unwrap();
     for boot in 1..=2 {
-        let out = run_app("diskdemo", "kvm", &["--disk", disk]);
+        let out = run_app("diskdemo", p, &["--disk", disk]);
         assert_eq!(
             stdout(&out),
             format!("diskdemo: disk of 2048 sectors\ndiskdemo: boot {boot}\n"),
@@ -531,7 +534,7 @@ fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
     let pattern: Vec<u8> = (0..12 * 1024u64).map(|i| (i * 31 + 2) as u8).collect();
     assert_eq!(&bytes[8 * 512..8 * 512 + 12 * 1024], &pattern[..]);
 
-    let out = run_app("diskdemo", "kvm", &["--disk", &format!("{disk}:ro")]);
+    let out = run_app("diskdemo", p, &["--disk", &format!("{disk}:ro")]);
     let text = stdout(&out);
     assert!(text.contains("disk of 2048 sectors, read-only"), "{text}");
     assert!(
@@ -545,7 +548,7 @@ fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
         "a read-only disk is unchanged"
     );
 
-    let out = run_app("diskdemo", "kvm", &[]);
+    let out = run_app("diskdemo", p, &[]);
     assert!(
         stdout(&out).contains("no virtio block device (run with --disk FILE)"),
         "{}",
@@ -556,9 +559,12 @@ fn a_disk_keeps_data_across_boots_and_read_only_disks_refuse_writes() {
 
 #[test]
 fn a_file_on_an_ext2_disk_persists_across_boots() {
-    if !kvm_or_skip("a_file_on_an_ext2_disk_persists_across_boots") {
-        return;
+    for p in vm_platforms("a_file_on_an_ext2_disk_persists_across_boots") {
+        a_file_on_an_ext2_disk_persists_across_boots_on(p);
     }
+}
+
+fn a_file_on_an_ext2_disk_persists_across_boots_on(p: &str) {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("fs.img");
     std::fs::write(&img, vec![0u8; 8 << 20]).unwrap();
@@ -570,7 +576,7 @@ fn a_file_on_an_ext2_disk_persists_across_boots() {
     assert!(mkfs.success());
     let disk = img.to_str().unwrap();
     for boot in 1..=2 {
-        let out = run_app("diskfs", "kvm", &["--disk", disk]);
+        let out = run_app("diskfs", p, &["--disk", disk]);
         let want: String = (1..=boot).map(|i| format!("boot {i}\n")).collect();
         assert_eq!(
             stdout(&out),
@@ -598,7 +604,7 @@ fn a_file_on_an_ext2_disk_persists_across_boots() {
         String::from_utf8_lossy(&fsck.stdout)
     );
     let before = std::fs::read(&img).unwrap();
-    let out = run_app("diskfs", "kvm", &["--disk", &format!("{disk}:ro")]);
+    let out = run_app("diskfs", p, &["--disk", &format!("{disk}:ro")]);
     assert!(
         stdout(&out).contains("cannot append to /data/boots.log: Erofs"),
         "{}",
@@ -613,7 +619,7 @@ fn a_file_on_an_ext2_disk_persists_across_boots() {
     // A disk without ext2 is named as such.
     let blank = dir.path().join("blank.img");
     std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
-    let out = run_app("diskfs", "kvm", &["--disk", blank.to_str().unwrap()]);
+    let out = run_app("diskfs", p, &["--disk", blank.to_str().unwrap()]);
     assert!(
         stdout(&out).contains("has no ext2 file system"),
         "{}",
@@ -624,9 +630,12 @@ fn a_file_on_an_ext2_disk_persists_across_boots() {
 
 #[test]
 fn a_host_volume_is_shared_confined_and_read_only_when_asked() {
-    if !kvm_or_skip("a_host_volume_is_shared_confined_and_read_only_when_asked") {
-        return;
+    for p in vm_platforms("a_host_volume_is_shared_confined_and_read_only_when_asked") {
+        a_host_volume_is_shared_confined_and_read_only_when_asked_on(p);
     }
+}
+
+fn a_host_volume_is_shared_confined_and_read_only_when_asked_on(p: &str) {
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");
     std::fs::create_dir_all(site.join("sub")).unwrap();
@@ -639,7 +648,7 @@ fn a_host_volume_is_shared_confined_and_read_only_when_asked() {
     let run = |extra: &[&str]| {
         let mut args = vec!["-v", vol.as_str(), "--"];
         args.extend_from_slice(extra);
-        run_app("fsdemo", "kvm", &args)
+        run_app("fsdemo", p, &args)
     };
     let out = run(&["cat", "/data/index.html"]);
     assert_eq!(stdout(&out), "host page\n", "{}", stderr(&out));

@@ -180,7 +180,7 @@ fn a_truncated_or_missing_disk_image_is_explained() {
     let out = run_app("diskdemo", "kvm", &["--disk", "/nonexistent/disk.img"]);
     assert_clean_error(&out, "cannot open disk image /nonexistent/disk.img");
     let out = run_app("diskdemo", "linuxu", &["--disk", img.to_str().unwrap()]);
-    assert_clean_error(&out, "--disk is served by the embedded VMM only");
+    assert_clean_error(&out, "--disk needs a VM");
 }
 
 #[test]
@@ -192,5 +192,5 @@ fn a_missing_or_malformed_volume_is_explained() {
     let out = run_app("fsdemo", "kvm", &["-v", "/tmp:data"]);
     assert_clean_error(&out, "GUEST an absolute guest path");
     let out = run_app("fsdemo", "linuxu", &["-v", "/tmp:/data"]);
-    assert_clean_error(&out, "-v is served by the embedded VMM only");
+    assert_clean_error(&out, "-v needs a VM");
 }

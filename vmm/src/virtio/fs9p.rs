@@ -35,7 +35,7 @@ pub const DEVICE_TYPE: u32 = 9;
 /// `VIRTIO_9P_MOUNT_TAG`.
 pub const F_MOUNT_TAG: u64 = 1;
 /// Largest message.
-pub const MSIZE: u32 = 8192;
+pub const MSIZE: u32 = 16384;
 
 /// Message types (9P2000.L).
 #[allow(missing_docs, reason = "the names are the protocol's")]
