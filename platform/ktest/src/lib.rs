@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! ktest: kiln_alloc_buddy::merge_after_free ... ok
-//! ktest: kiln_rt::sleep_10ms_takes_10_to_15ms ... FAILED: slept 31 ms (src/time.rs:40)
+//! ktest: kiln_rt::sleep_10ms_waits_at_least_10ms ... FAILED: slept 3 ms (src/time.rs:40)
 //! ktest: 41 passed, 1 failed, 0 skipped
 //! ```
 //!

@@ -1285,7 +1285,8 @@ macro_rules! thread_suite {
             }
             let ms = ($crate::hal::time::now_ns() - start) / 1_000_000;
             check_eq!(*order.lock(), alloc::vec![2, 4, 6]);
-            check!((6..20).contains(&ms), "the sleeps took {ms} ms in all");
+            // Order is the point; the bound only catches a missed wake-up.
+            check!((6..500).contains(&ms), "the sleeps took {ms} ms in all");
             Ok(())
         }
         fn thread_locals_are_per_thread(_: &mut Env) -> Outcome {
@@ -1317,7 +1318,7 @@ macro_rules! thread_suite {
             let ms = ($crate::hal::time::now_ns() - start) as f64 / 1e6;
             check_eq!(r, Err(sync::RecvTimeoutError::Timeout));
             check!(
-                (3.0..10.0).contains(&ms),
+                (3.0..500.0).contains(&ms),
                 "a 3 ms receive timeout took {ms:.2} ms"
             );
             let sender = thread::spawn(move || {
