@@ -147,6 +147,9 @@ pub struct RunOutcome {
     pub timings: Timings,
 }
 
+/// How long a timed-out run waits for the vCPU thread to stop.
+const KICK_GIVE_UP: Duration = Duration::from_secs(2);
+
 /// Boots `config.image` and runs it until it ends (or the timeout expires).
 pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
     let start = Instant::now();
@@ -213,16 +216,30 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
                 stop.store(true, Ordering::SeqCst);
                 // Kick until the vCPU thread notices: a signal that lands
                 // just before it re-enters KVM_RUN would otherwise be lost.
+                // A thread stuck outside KVM_RUN (writing to a console
+                // nobody reads) never notices: after KICK_GIVE_UP the run
+                // ends anyway and the thread is left to the process's exit.
+                let kicked_at = Instant::now();
                 while done_rx.recv_timeout(Duration::from_millis(5))
                     == Err(mpsc::RecvTimeoutError::Timeout)
                 {
+                    if kicked_at.elapsed() > KICK_GIVE_UP {
+                        return Ok(RunOutcome {
+                            ending: Ending::TimedOut { after: limit },
+                            timings: Timings {
+                                setup,
+                                end: start.elapsed(),
+                                ..Timings::default()
+                            },
+                        });
+                    }
                     vcpu::kick(&handle);
                 }
             }
         }
     }
     let (ending, mut timings) = handle.join().map_err(|_| VmmError::VcpuPanicked)??;
-    if let Ok(mut c) = console.lock() {
+    if let Ok(mut c) = console.try_lock() {
         let _ = c.flush();
     }
     if timed_out && let Some(after) = timeout {

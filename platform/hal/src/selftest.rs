@@ -384,6 +384,19 @@ fn apic_write_range_is_checked() -> Result<(), &'static str> {
     check(
         sc::apic_write(0x900, 0) == Err(ScError(errno::EINVAL)),
         "MSR past x2APIC range accepted",
+    )?;
+    // Regression: these used to reach wrmsr and #GP at CPL0 (exit 106) or
+    // send an IPI: read-only (0x802 ID, 0x803 version, 0x839 current
+    // count), the ICR (0x830), and a 64-bit value for a 32-bit register.
+    for msr in [0x802, 0x803, 0x830, 0x839] {
+        check(
+            sc::apic_write(msr, 0) == Err(ScError(errno::EINVAL)),
+            "a read-only or dangerous x2APIC register was written",
+        )?;
+    }
+    check(
+        sc::apic_write(0x808, 1 << 32) == Err(ScError(errno::EINVAL)),
+        "a 64-bit value for a 32-bit register was accepted",
     )
 }
 

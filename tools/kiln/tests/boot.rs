@@ -701,3 +701,49 @@ fn a_host_volume_is_shared_confined_and_read_only_when_asked_on(p: &str) {
         "host page\n"
     );
 }
+
+/// Regression: a guest blocked writing to a console nobody reads (a full
+/// pipe) kept the embedded VMM's timeout from ending the run.
+#[test]
+fn the_timeout_fires_even_when_nobody_reads_the_console() {
+    if !kvm_or_skip("the_timeout_fires_even_when_nobody_reads_the_console") {
+        return;
+    }
+    build_for("fsdemo", "kvm");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.txt"), "x".repeat(1 << 20)).unwrap();
+    let app = app("fsdemo");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "run",
+            "-q",
+            app.to_str().unwrap(),
+            "--platform",
+            "kvm",
+            "--timeout",
+            "2",
+        ])
+        .args([
+            "--rootfs",
+            dir.path().to_str().unwrap(),
+            "--",
+            "cat",
+            "/big.txt",
+        ])
+        .stdout(std::process::Stdio::piped()) // never read: the pipe fills
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("kiln did not end a guest stuck on a full console pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(124), "the run ends as a timeout");
+}

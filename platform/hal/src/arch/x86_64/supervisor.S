@@ -287,12 +287,23 @@ sc_unmap:
 sc_apic_write:
     cmpb $0, x2apic_on
     je sc_enodev
-    cmpq $0x6e0, %rdi               /* IA32_TSC_DEADLINE */
+    cmpq $0x6e0, %rdi               /* IA32_TSC_DEADLINE: 64 bits */
     je 19f
-    movq %rdi, %rax
-    subq $0x800, %rax
-    cmpq $0x100, %rax
-    jae sc_einval
+    /* Only the registers the runtime writes, 32-bit values: read-only or
+       reserved MSRs (and the ICR) would #GP or INIT us at CPL0. */
+    movq %rsi, %rax
+    shrq $32, %rax
+    jnz sc_einval
+    cmpq $0x808, %rdi               /* TPR */
+    je 19f
+    cmpq $0x80f, %rdi               /* SVR */
+    je 19f
+    cmpq $0x832, %rdi               /* LVT timer */
+    je 19f
+    cmpq $0x838, %rdi               /* timer initial count */
+    je 19f
+    cmpq $0x83e, %rdi               /* timer divide configuration */
+    jne sc_einval
 19: pushq %rdx                      /* wrmsr takes edx; callers keep rdx */
     movl %edi, %ecx
     movl %esi, %eax
