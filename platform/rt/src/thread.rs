@@ -1269,24 +1269,32 @@ macro_rules! thread_suite {
         fn sleeping_threads_wake_in_deadline_order(_: &mut Env) -> Outcome {
             with_scheduler()?;
             let order = Arc::new(sync::Mutex::new(Vec::new()));
-            let handles: Vec<_> = [6u64, 2, 4]
+            // All sleeps start together (spawning is slow under QEMU's TCG
+            // on a loaded host: it once took longer than the gaps).
+            let go = Arc::new(core::sync::atomic::AtomicBool::new(false));
+            let handles: Vec<_> = [30u64, 10, 20]
                 .into_iter()
                 .map(|ms| {
                     let order = order.clone();
+                    let go = go.clone();
                     thread::spawn(move || {
+                        while !go.load(core::sync::atomic::Ordering::SeqCst) {
+                            thread::yield_now();
+                        }
                         thread::sleep_ms(ms);
                         order.lock().push(ms);
                     })
                 })
                 .collect();
             let start = $crate::hal::time::now_ns();
+            go.store(true, core::sync::atomic::Ordering::SeqCst);
             for h in handles.into_iter().flatten() {
                 h.join();
             }
             let ms = ($crate::hal::time::now_ns() - start) / 1_000_000;
-            check_eq!(*order.lock(), alloc::vec![2, 4, 6]);
+            check_eq!(*order.lock(), alloc::vec![10, 20, 30]);
             // Order is the point; the bound only catches a missed wake-up.
-            check!((6..500).contains(&ms), "the sleeps took {ms} ms in all");
+            check!((30..1000).contains(&ms), "the sleeps took {ms} ms in all");
             Ok(())
         }
         fn thread_locals_are_per_thread(_: &mut Env) -> Outcome {
