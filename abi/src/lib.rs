@@ -80,6 +80,13 @@ pub const QEMU_MICROVM_VIRTIO_COUNT: u64 = 24;
 /// The IOAPIC pin of virtio-mmio slot 0 (slot `n` uses pin 5 + n).
 pub const VIRTIO_FIRST_IRQ: u8 = 5;
 
+/// linuxu: the first file descriptor of a host volume's 9P channel (the
+/// CLI passes volume `i` at fd `3 + i`; the sandbox lets `read` use only
+/// these).
+pub const LINUXU_VOLUME_FIRST_FD: u64 = 3;
+/// linuxu: most host volumes.
+pub const LINUXU_MAX_VOLUMES: u64 = 4;
+
 /// The IOAPIC pin COM1 interrupts on.
 pub const COM1_IRQ: u8 = 4;
 

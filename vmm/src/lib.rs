@@ -28,7 +28,9 @@
 //! Limits: one vCPU; one virtio device (a disk); no network yet; memory up to 3 GiB (the guest
 //! uses the first GiB); x86_64 hosts only.
 
+pub mod child;
 mod devices;
+
 mod elfcheck;
 mod error;
 mod ioapic;

@@ -129,8 +129,48 @@ impl Reply {
     }
 }
 
+/// How 9P messages reach the server.
+pub trait Transport: Send {
+    /// Sends `request`; puts the reply in `reply`, returns its length.
+    fn rpc(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, Errno>;
+}
+
+/// virtio-9p (VMs): requests at the buffer's start, replies at `MSIZE`.
+struct Virtio(VirtioMmio);
+
+impl Transport for Virtio {
+    fn rpc(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, Errno> {
+        self.0.buffer().write(0, request);
+        let pieces = [
+            Piece {
+                offset: 0,
+                len: request.len(),
+                device_writes: false,
+            },
+            Piece {
+                offset: MSIZE,
+                len: reply.len(),
+                device_writes: true,
+            },
+        ];
+        let written = (self.0.submit(&pieces).map_err(|_| Errno::Eio)? as usize).min(reply.len());
+        self.0.buffer().read(MSIZE, &mut reply[..written]);
+        Ok(written)
+    }
+}
+
+/// linuxu: a socket to the CLI's 9P server (the same server as the VMM's).
+struct Channel(u64);
+
+impl Transport for Channel {
+    fn rpc(&mut self, request: &[u8], reply: &mut [u8]) -> Result<usize, Errno> {
+        kiln_rt::hal::linuxu::channel_rpc(self.0, request, reply)
+            .map_err(|e| Errno::from_code(-e as i32).unwrap_or(Errno::Eio))
+    }
+}
+
 struct Client {
-    dev: VirtioMmio,
+    dev: alloc::boxed::Box<dyn Transport>,
     /// The negotiated message size.
     msize: usize,
     next_fid: u32,
@@ -151,25 +191,12 @@ impl Client {
         frame.push(kind);
         frame.extend_from_slice(&1u16.to_le_bytes());
         frame.extend_from_slice(&body.0);
-        self.dev.buffer().write(0, &frame);
-        let pieces = [
-            Piece {
-                offset: 0,
-                len,
-                device_writes: false,
-            },
-            Piece {
-                offset: MSIZE,
-                len: self.msize,
-                device_writes: true,
-            },
-        ];
-        let written = self.dev.submit(&pieces).map_err(|_| Errno::Eio)? as usize;
+        let mut b = alloc::vec![0u8; self.msize];
+        let written = self.dev.rpc(&frame, &mut b)?;
         if written < 7 {
             return Err(Errno::Eio);
         }
-        let mut b = alloc::vec![0u8; written.min(self.msize)];
-        self.dev.buffer().read(MSIZE, &mut b);
+        b.truncate(written);
         let mut r = Reply { b, at: 7 };
         match r.b[4] {
             RLERROR => Err(Errno::from_code(r.u32()? as i32).unwrap_or(Errno::Eio)),
@@ -280,21 +307,27 @@ impl core::fmt::Display for NinePError {
 }
 
 impl NineP {
-    /// Attaches to every virtio-9p device (none is not an error).
+    /// Attaches to every host volume: the virtio-9p devices on VMs, the
+    /// CLI's channels on linuxu (none is not an error).
     pub fn probe_all() -> Result<Vec<NineP>, NinePError> {
         let mut out = Vec::new();
         for dev in VirtioMmio::probe_all(DEVICE_TYPE, F_MOUNT_TAG).map_err(NinePError::Virtio)? {
-            out.push(Self::attach(dev).map_err(NinePError::Refused)?);
+            // Config space: tag length (u16), then the tag, read byte by
+            // byte (QEMU refuses a wider read that runs past the end).
+            let tag_len = usize::from(u16::from_le_bytes([dev.config8(0), dev.config8(1)]));
+            let raw: Vec<u8> = (0..tag_len).map(|i| dev.config8(2 + i as u64)).collect();
+            let tag = String::from_utf8_lossy(&raw).into_owned();
+            let transport = alloc::boxed::Box::new(Virtio(dev));
+            out.push(Self::attach(transport, tag).map_err(NinePError::Refused)?);
+        }
+        for (fd, guest) in kiln_rt::boot::linuxu_volumes() {
+            let transport = alloc::boxed::Box::new(Channel(*fd));
+            out.push(Self::attach(transport, guest.clone()).map_err(NinePError::Refused)?);
         }
         Ok(out)
     }
 
-    fn attach(dev: VirtioMmio) -> Result<Self, Errno> {
-        // Config space: tag length (u16), then the tag, read byte by byte
-        // (QEMU refuses a wider read that runs past the end).
-        let tag_len = usize::from(u16::from_le_bytes([dev.config8(0), dev.config8(1)]));
-        let raw: Vec<u8> = (0..tag_len).map(|i| dev.config8(2 + i as u64)).collect();
-        let tag = String::from_utf8_lossy(&raw).into_owned();
+    fn attach(dev: alloc::boxed::Box<dyn Transport>, tag: String) -> Result<Self, Errno> {
         let mut client = Client {
             dev,
             msize: MSIZE,

@@ -39,6 +39,7 @@ pub mod seccomp;
 /// Linux x86_64 system-call numbers used here.
 pub mod nr {
     #![allow(missing_docs, reason = "Linux's own names")]
+    pub const READ: u64 = 0;
     pub const WRITE: u64 = 1;
     pub const OPEN: u64 = 2;
     pub const CLOSE: u64 = 3;
@@ -76,6 +77,45 @@ pub unsafe fn syscall6(n: u64, a: [u64; 6]) -> i64 {
             lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     ret
+}
+
+/// One request/reply exchange on a host volume's 9P channel `fd` (a
+/// socket the CLI passed; the sandbox allows `read` on these fds only):
+/// writes `request`, reads one size-prefixed reply into `reply`; returns
+/// its length, or the negative errno (`-EMSGSIZE` for a reply too big).
+pub fn channel_rpc(fd: u64, request: &[u8], reply: &mut [u8]) -> Result<usize, i64> {
+    const EINTR: i64 = 4;
+    const EMSGSIZE: i64 = 90;
+    write_all(fd, request);
+    let read_exact = |buf: &mut [u8]| -> Result<(), i64> {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            // SAFETY: read writes at most `rest.len()` bytes into `rest`.
+            let n = unsafe {
+                syscall6(
+                    nr::READ,
+                    [fd, rest.as_mut_ptr() as u64, rest.len() as u64, 0, 0, 0],
+                )
+            };
+            match n {
+                n if n == -EINTR => continue,
+                0 => return Err(-5), // EIO: the host closed the channel
+                n if n < 0 => return Err(n),
+                n => done += n as usize,
+            }
+        }
+        Ok(())
+    };
+    let mut size = [0u8; 4];
+    read_exact(&mut size)?;
+    let len = u32::from_le_bytes(size) as usize;
+    if !(7..=reply.len()).contains(&len) {
+        return Err(-EMSGSIZE);
+    }
+    reply[..4].copy_from_slice(&size);
+    read_exact(&mut reply[4..len])?;
+    Ok(len)
 }
 
 /// Writes all of `bytes` to file descriptor `fd` (retrying short writes).

@@ -42,6 +42,29 @@ pub const MAX_MODULES: usize = 4;
 /// The modules the loader passed (initrds), readable for the whole run.
 static MODULES: spin::Once<alloc::vec::Vec<&'static [u8]>> = spin::Once::new();
 
+/// linuxu host volumes: (channel fd, guest directory), from the
+/// `volume=FD:GUEST` options the CLI passes.
+static VOLUMES: spin::Once<alloc::vec::Vec<(u64, alloc::string::String)>> = spin::Once::new();
+
+/// The host volumes of a linuxu process (empty on VMs, whose volumes are
+/// virtio devices).
+pub fn linuxu_volumes() -> &'static [(u64, alloc::string::String)] {
+    VOLUMES.get().map_or(&[], |v| v.as_slice())
+}
+
+/// Records the `volume=FD:GUEST` options among `tokens` (once).
+#[cfg(all(kiln_guest, kiln_linuxu))]
+pub(crate) fn publish_linuxu_volumes<'a>(tokens: impl Iterator<Item = &'a str>) {
+    VOLUMES.call_once(|| {
+        tokens
+            .take_while(|t| *t != "--")
+            .filter_map(|t| t.strip_prefix("volume="))
+            .filter_map(|v| v.split_once(':'))
+            .filter_map(|(fd, guest)| Some((fd.parse().ok()?, alloc::string::String::from(guest))))
+            .collect()
+    });
+}
+
 /// The boot modules (initrds) the loader passed, in order.
 pub fn modules() -> &'static [&'static [u8]] {
     MODULES.get().map_or(&[], |m| m.as_slice())

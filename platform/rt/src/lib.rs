@@ -192,6 +192,7 @@ extern "C" fn kiln_linuxu_entry(sp: *const u64) -> ! {
     let mem = memory::init(&ram, heap_percent(argv.iter().skip(1)), 0, u64::MAX, &[])
         .unwrap_or_else(|e| die(e, exit::OUT_OF_MEMORY));
     boot::publish_modules(initrd.as_slice());
+    boot::publish_linuxu_volumes(argv.iter().skip(1));
     let cmdline = kiln_abi::cmdline::Cmdline::from_tokens(argv.iter().skip(1));
     run_main(mem, cmdline)
 }

@@ -23,10 +23,40 @@ pub fn run(
     memory_bytes: u64,
     options: &[(&str, &str)],
     args: &[String],
+    volumes: &[kiln_vmm::VolumeConfig],
     timeout: Option<Duration>,
 ) -> anyhow::Result<Ending> {
     let mut cmd = Command::new(image);
     cmd.arg(format!("mem={memory_bytes}"));
+    // Host volumes: the VMM's 9P server, confined the same way, on a
+    // socket the guest reads at a fixed fd (the only fds its sandbox lets
+    // it read).
+    if volumes.len() as u64 > kiln_abi::LINUXU_MAX_VOLUMES {
+        anyhow::bail!(
+            "{} volumes were given but linuxu serves at most {}: drop some -v",
+            volumes.len(),
+            kiln_abi::LINUXU_MAX_VOLUMES
+        );
+    }
+    let mut guest_ends = Vec::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let volume = kiln_vmm::virtio::fs9p::Volume::open(&v.host_dir, &v.guest_dir, v.read_only)?;
+        let (host_end, guest_end) =
+            std::os::unix::net::UnixStream::pair().context("cannot create a volume channel")?;
+        std::thread::spawn(move || volume.serve(host_end));
+        cmd.arg(format!(
+            "volume={}:{}",
+            kiln_abi::LINUXU_VOLUME_FIRST_FD + i as u64,
+            v.guest_dir
+        ));
+        guest_ends.push(std::os::fd::OwnedFd::from(guest_end));
+    }
+    kiln_vmm::child::give_fds(
+        &mut cmd,
+        &guest_ends,
+        kiln_abi::LINUXU_VOLUME_FIRST_FD as i32,
+    )
+    .context("cannot hand the volume channels to the guest")?;
     for (k, v) in options {
         cmd.arg(if v.is_empty() {
             k.to_string()
@@ -42,6 +72,8 @@ pub fn run(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {} as a linuxu process", image.display()))?;
+    // The child has its copies; closing ours lets the servers see EOF.
+    drop(guest_ends);
     // Forward the guest's stderr, noting a sandbox-violation report.
     let stderr = child.stderr.take().context("the guest's stderr")?;
     let watcher = std::thread::spawn(move || {

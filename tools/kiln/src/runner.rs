@@ -215,9 +215,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             }]
         }
     };
-    if !args.volumes.is_empty() && platform == Platform::Linuxu {
-        bail!("-v needs a VM: use --platform kvm or qemu (linuxu has no volumes yet)");
-    }
+
     let volumes = args
         .volumes
         .iter()
@@ -326,9 +324,14 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             timeout,
             verbose,
         )?,
-        Platform::Linuxu => {
-            crate::linuxu::run(&image, memory_bytes, &options, &guest_args, timeout)?
-        }
+        Platform::Linuxu => crate::linuxu::run(
+            &image,
+            memory_bytes,
+            &options,
+            &guest_args,
+            &volumes,
+            timeout,
+        )?,
     };
     Ok(report(&ending))
 }

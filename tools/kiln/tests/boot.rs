@@ -630,7 +630,7 @@ fn a_file_on_an_ext2_disk_persists_across_boots_on(p: &str) {
 
 #[test]
 fn a_host_volume_is_shared_confined_and_read_only_when_asked() {
-    for p in vm_platforms("a_host_volume_is_shared_confined_and_read_only_when_asked") {
+    for p in platforms("a_host_volume_is_shared_confined_and_read_only_when_asked") {
         a_host_volume_is_shared_confined_and_read_only_when_asked_on(p);
     }
 }

@@ -521,6 +521,30 @@ impl Volume {
     }
 }
 
+impl Volume {
+    /// Serves size-prefixed 9P messages on `stream` until it closes (the
+    /// linuxu platform's channel: the guest process is a client like a
+    /// VM's driver, with the same confinement here).
+    pub fn serve<S: std::io::Read + std::io::Write>(mut self, mut stream: S) {
+        let mut size = [0u8; 4];
+        while stream.read_exact(&mut size).is_ok() {
+            let len = u32::from_le_bytes(size) as usize;
+            if !(7..=MSIZE as usize).contains(&len) {
+                return; // not 9P: drop the channel
+            }
+            let mut message = vec![0u8; len];
+            message[..4].copy_from_slice(&size);
+            if stream.read_exact(&mut message[4..]).is_err() {
+                return;
+            }
+            let reply = self.handle(&message);
+            if stream.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 fn frame(kind: u8, tag: u16, body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(7 + body.len());
     out.extend_from_slice(&(7 + body.len() as u32).to_le_bytes());

@@ -1,15 +1,17 @@
 //! The linuxu sandbox: a seccomp BPF filter over the process's system calls.
 //!
-//! Allowed, and nothing else ([`ALLOWED`], 9 calls):
+//! Allowed, and nothing else ([`ALLOWED`], 11 calls):
 //!
 //! | call | why |
 //! |---|---|
-//! | `write` | the console (stdout) |
+//! | `read` | only on host volumes' 9P channels (fds 3..7, `kiln run -v`) |
+//! | `write` | the console (stdout), requests on those channels |
 //! | `mmap` | map-window pages — only if `prot` is not both write and execute |
 //! | `munmap` | unmapping them |
 //! | `rt_sigreturn` | returning from upcall (signal) handlers |
 //! | `pause` | `halt` |
 //! | `nanosleep` | `halt_for` (idle until a deadline) |
+//! | `restart_syscall` | a `nanosleep` resumed after a stop signal |
 //! | `setitimer` | the one-shot timer |
 //! | `clock_gettime` | the monotonic clock |
 //! | `exit_group` | exit |
@@ -38,7 +40,8 @@ pub struct SockFilter {
 }
 
 /// System calls the filter allows, with their names.
-pub const ALLOWED: [(u64, &str); 10] = [
+pub const ALLOWED: [(u64, &str); 11] = [
+    (nr::READ, "read"),
     (nr::WRITE, "write"),
     (nr::MMAP, "mmap"),
     (nr::MUNMAP, "munmap"),
@@ -69,8 +72,14 @@ pub const RET_TRAP: u32 = 0x0003_0000;
 /// `seccomp_data` offsets.
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+/// Low 32 bits of `args[0]` (read's fd).
+const OFF_ARG0: u32 = 16;
 /// Low 32 bits of `args[2]` (mmap's `prot`).
 const OFF_ARG2: u32 = 16 + 2 * 8;
+const VOLUME_FDS: (u32, u32) = (
+    kiln_abi::LINUXU_VOLUME_FIRST_FD as u32,
+    (kiln_abi::LINUXU_VOLUME_FIRST_FD + kiln_abi::LINUXU_MAX_VOLUMES) as u32,
+);
 
 const PROT_WRITE_EXEC: u32 = 2 | 4;
 
@@ -88,18 +97,20 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
 }
 
 /// Instructions in the filter.
-pub const LEN: usize = 4 + ALLOWED.len() + 6;
+pub const LEN: usize = 4 + ALLOWED.len() + 6 + 5;
 
 /// Builds the filter program.
 ///
 /// Layout (BPF jumps only forward): arch check, number load, x32 check,
 /// one `jeq` per allowed call, `ret TRAP` for no match, then mmap's check
-/// of `prot` (`ld`, `and`, `jeq`), `ret ALLOW`, `ret TRAP`.
+/// of `prot` (`ld`, `and`, `jeq`), `ret ALLOW`, `ret TRAP`, then read's
+/// check of its fd (`ld`, two `jge`), `ret ALLOW`, `ret TRAP`.
 pub const fn filter() -> [SockFilter; LEN] {
     let n = ALLOWED.len();
     let trap = 4 + n; // no call matched
     let mmap_check = trap + 1;
     let allow = trap + 4;
+    let read_check = allow + 2;
     let mut p = [stmt(RET_K, RET_TRAP); LEN];
     p[0] = stmt(LD_W_ABS, OFF_ARCH);
     p[1] = jump(JEQ_K, AUDIT_ARCH_X86_64, 0, (trap - 2) as u8);
@@ -110,6 +121,8 @@ pub const fn filter() -> [SockFilter; LEN] {
         let at = 4 + i;
         let target = if ALLOWED[i].0 == nr::MMAP {
             mmap_check
+        } else if ALLOWED[i].0 == nr::READ {
+            read_check
         } else {
             allow
         };
@@ -122,6 +135,11 @@ pub const fn filter() -> [SockFilter; LEN] {
     p[mmap_check + 2] = jump(JEQ_K, PROT_WRITE_EXEC, 1, 0);
     p[allow] = stmt(RET_K, RET_ALLOW);
     p[allow + 1] = stmt(RET_K, RET_TRAP);
+    p[read_check] = stmt(LD_W_ABS, OFF_ARG0);
+    p[read_check + 1] = jump(JGE_K, VOLUME_FDS.0, 0, 2);
+    p[read_check + 2] = jump(JGE_K, VOLUME_FDS.1, 1, 0);
+    p[read_check + 3] = stmt(RET_K, RET_ALLOW);
+    p[read_check + 4] = stmt(RET_K, RET_TRAP);
     p
 }
 
@@ -162,7 +180,7 @@ mod tests {
             let allowed = ALLOWED.iter().any(|(a, _)| *a == u64::from(n));
             let expect = if allowed { RET_ALLOW } else { RET_TRAP };
             assert_eq!(
-                run(&prog, AUDIT_ARCH_X86_64, n, [0, 0, 1, 0, 0, 0]),
+                run(&prog, AUDIT_ARCH_X86_64, n, [3, 0, 1, 0, 0, 0]),
                 expect,
                 "syscall {n}"
             );
@@ -196,8 +214,27 @@ mod tests {
     }
 
     #[test]
-    fn the_list_has_ten_calls() {
-        assert_eq!(ALLOWED.len(), 10);
+    fn read_is_allowed_only_on_volume_channels() {
+        let prog = filter();
+        for (fd, expect) in [
+            (0, RET_TRAP),
+            (2, RET_TRAP),
+            (3, RET_ALLOW),
+            (6, RET_ALLOW),
+            (7, RET_TRAP),
+            (1 << 20, RET_TRAP),
+        ] {
+            assert_eq!(
+                run(&prog, AUDIT_ARCH_X86_64, 0, [fd, 0, 16, 0, 0, 0]),
+                expect,
+                "read on fd {fd}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_list_has_eleven_calls() {
+        assert_eq!(ALLOWED.len(), 11);
         assert_eq!(filter().len(), LEN);
     }
 
