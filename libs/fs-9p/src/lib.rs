@@ -210,8 +210,14 @@ impl Client {
         self.next_fid
     }
 
+    /// A fid naming `ino`: its walked one, else its opened one (after a
+    /// rename, until the next lookup walks it again).
     fn fid(&self, ino: InodeId) -> Result<u32, Errno> {
-        self.fids.get(&ino).copied().ok_or(Errno::Enoent)
+        self.fids
+            .get(&ino)
+            .copied()
+            .or_else(|| self.open.get(&ino).map(|(fid, _)| *fid))
+            .ok_or(Errno::Enoent)
     }
 
     fn clunk(&mut self, fid: u32) {
@@ -227,13 +233,14 @@ impl Client {
             return Err(Errno::Enoent);
         }
         let (_, ino) = r.qid()?;
-        // Keep the first fid of an inode; a second walk's fid goes back.
-        if let Some(&kept) = self.fids.get(&ino)
-            && kept != fid
+        // The server knows a fid by the path it was walked to: keep the
+        // newest one (an older fid of this inode number may name a renamed
+        // path, or a deleted file whose number the host reused).
+        if let Some(old) = self.fids.insert(ino, fid)
+            && old != fid
+            && old != 0
         {
-            self.clunk(fid);
-        } else {
-            self.fids.insert(ino, fid);
+            self.clunk(old);
         }
         Ok(ino)
     }
@@ -447,6 +454,9 @@ impl FileSystem for NineP {
         let dfid = c.fid(dir)?;
         if let Ok(ino) = c.walk(dir, name) {
             c.forget(ino);
+            if let Some(fid) = c.fids.remove(&ino) {
+                c.clunk(fid);
+            }
         }
         c.call(TUNLINKAT, Msg::default().u32(dfid).str(name).u32(0))?;
         Ok(())
@@ -455,6 +465,11 @@ impl FileSystem for NineP {
     fn rmdir(&self, dir: InodeId, name: &str) -> Result<(), Errno> {
         let mut c = self.client.lock();
         let dfid = c.fid(dir)?;
+        if let Ok(ino) = c.walk(dir, name)
+            && let Some(fid) = c.fids.remove(&ino)
+        {
+            c.clunk(fid);
+        }
         c.call(TUNLINKAT, Msg::default().u32(dfid).str(name).u32(0x200))?;
         Ok(())
     }
@@ -468,16 +483,20 @@ impl FileSystem for NineP {
     ) -> Result<(), Errno> {
         let mut c = self.client.lock();
         let (ffid, tfid) = (c.fid(from_dir)?, c.fid(to_dir)?);
-        // Cached fids name paths on the host: drop the moved ones.
-        let stale: Vec<InodeId> = [(from_dir, from), (to_dir, to)]
-            .into_iter()
-            .filter_map(|(d, n)| c.walk(d, n).ok())
-            .collect();
-        for ino in stale {
-            c.forget(ino);
+        // Cached fids name paths on the host: drop the walked fids of both
+        // names (the next lookup walks afresh). The source's opened fid
+        // stays: an open file on the server does not depend on its path,
+        // so descriptors opened before the rename keep working. A replaced
+        // target is gone: its opened fid goes too.
+        let source = c.walk(from_dir, from).ok();
+        let target = c.walk(to_dir, to).ok().filter(|t| Some(*t) != source);
+        for ino in source.into_iter().chain(target) {
             if let Some(fid) = c.fids.remove(&ino) {
                 c.clunk(fid);
             }
+        }
+        if let Some(t) = target {
+            c.forget(t);
         }
         c.call(
             TRENAMEAT,

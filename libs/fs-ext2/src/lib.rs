@@ -218,12 +218,22 @@ impl Ext2Fs {
         {
             return Err(MountError::Corrupt("group geometry"));
         }
+        let per_bitmap = 8 * block_bytes as u32;
+        if blocks_count <= first_data_block
+            || blocks_per_group > per_bitmap
+            || inodes_per_group > per_bitmap
+        {
+            return Err(MountError::Corrupt("group geometry"));
+        }
         if u64::from(blocks_count) * block_bytes as u64 > dev.size_bytes() {
             return Err(MountError::Corrupt(
                 "the file system is larger than the disk (truncated image?)",
             ));
         }
         let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group);
+        if u64::from(le32(&sb, 0)) > u64::from(groups) * u64::from(inodes_per_group) {
+            return Err(MountError::Corrupt("more inodes than the groups hold"));
+        }
         let gdt_bytes = (groups as usize * 32).next_multiple_of(block_bytes);
         let mut gdt = vec![0u8; gdt_bytes];
         dev.read(
@@ -302,7 +312,9 @@ impl Inner {
         let mut raw = [0u8; 128];
         raw.copy_from_slice(&data[at..at + 128]);
         let inode = Inode { raw };
-        if inode.links() == 0 && inode.mode() == 0 {
+        // Freed (links 0): gone, even for a descriptor still open on it
+        // (regression: writes through one allocated blocks to a free inode).
+        if inode.links() == 0 {
             return Err(Errno::Enoent);
         }
         Ok(inode)
@@ -415,6 +427,9 @@ impl Inner {
     }
 
     fn free_block(&mut self, inode: &mut Inode, block: u32) -> Result<(), Errno> {
+        if block == 0 || block >= self.blocks_count {
+            return Err(Errno::Eio); // a damaged block pointer
+        }
         let rel = block.checked_sub(self.first_data_block).ok_or(Errno::Eio)?;
         let (g, bit) = (
             rel / self.blocks_per_group,
@@ -613,7 +628,7 @@ impl Inner {
             self.write_block(block, &data)?;
             done += chunk;
         }
-        if offset + done as u64 > inode.size() {
+        if done > 0 && offset + done as u64 > inode.size() {
             inode.set_size(offset + done as u64);
         }
         self.put_inode(ino, inode)?;
@@ -641,6 +656,7 @@ impl Inner {
                 let rec_len = le16(&block_buf, at + 4);
                 let name_len = usize::from(block_buf[at + 6]);
                 if rec_len < 8
+                    || !rec_len.is_multiple_of(4)
                     || at + usize::from(rec_len) > bs
                     || 8 + name_len > usize::from(rec_len)
                 {
@@ -713,7 +729,7 @@ impl Inner {
             while at + 8 <= bs {
                 let e_ino = le32(&data, at);
                 let rec_len = usize::from(le16(&data, at + 4));
-                if rec_len < 8 || at + rec_len > bs {
+                if rec_len < 8 || !rec_len.is_multiple_of(4) || at + rec_len > bs {
                     return Err(Errno::Eio);
                 }
                 let used = if e_ino == 0 {
@@ -721,6 +737,9 @@ impl Inner {
                 } else {
                     (8 + usize::from(data[at + 6])).next_multiple_of(4)
                 };
+                if used > rec_len {
+                    return Err(Errno::Eio); // a damaged entry
+                }
                 if rec_len - used >= need {
                     if used == 0 {
                         write_entry(&mut data, at, rec_len);
@@ -758,7 +777,7 @@ impl Inner {
             while at + 8 <= bs {
                 let e_ino = le32(&data, at);
                 let rec_len = usize::from(le16(&data, at + 4));
-                if rec_len < 8 || at + rec_len > bs {
+                if rec_len < 8 || !rec_len.is_multiple_of(4) || at + rec_len > bs {
                     return Err(Errno::Eio);
                 }
                 let len = usize::from(data[at + 6]);
@@ -786,7 +805,8 @@ impl Inner {
 
     /// Whether directory `ancestor` is `ino` or above it.
     fn is_ancestor(&mut self, ancestor: u32, mut ino: u32) -> Result<bool, Errno> {
-        loop {
+        // Bounded: a damaged image could make `..` entries a cycle.
+        for _ in 0..self.inodes_count {
             if ino == ancestor {
                 return Ok(true);
             }
@@ -799,6 +819,7 @@ impl Inner {
             }
             ino = parent;
         }
+        Err(Errno::Eio)
     }
 
     /// Drops one link of `ino`; frees it when none remain.
@@ -1007,8 +1028,6 @@ impl FileSystem for Ext2Fs {
             }
             fs.drop_link(existing)?;
         }
-        let mut f = fs.inode(fd)?;
-        fs.remove_entry(fd, &mut f, from)?;
         let ftype = if !fs.filetype {
             0
         } else if is_dir {
@@ -1018,8 +1037,12 @@ impl FileSystem for Ext2Fs {
         } else {
             1
         };
+        // The new name first: if it cannot be added (a full disk), the
+        // file keeps its old one instead of being lost.
         let mut t = fs.inode(td)?;
         fs.add_entry(td, &mut t, to, moving, ftype)?;
+        let mut f = fs.inode(fd)?;
+        fs.remove_entry(fd, &mut f, from)?;
         if is_dir && fd != td {
             // Point ".." at the new parent and move the link count.
             let mut mv = fs.inode(moving)?;
@@ -1369,6 +1392,39 @@ mod tests {
             drop(ext);
             fsck_clean(&img);
         }
+    }
+
+    /// Regressions from a review: a failed write grew the file; a write
+    /// through a descriptor of an unlinked file reached a freed inode.
+    #[test]
+    fn failed_writes_and_unlinked_files_leave_the_image_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), 2048, 1024);
+        let vfs = kiln_vfs::Vfs::new(alloc::sync::Arc::new(mount(&img, false).unwrap()));
+        let flags = kiln_vfs::flags::O_CREAT | kiln_vfs::flags::O_RDWR;
+        let fd = vfs.open("/f", flags, 0o644).unwrap();
+        // Past the double-indirect limit of 1 KiB blocks (~64 MiB).
+        assert_eq!(vfs.pwrite(fd, b"x", 100 << 20), Err(Errno::Efbig));
+        assert_eq!(
+            vfs.fstat(fd).unwrap().size,
+            0,
+            "a failed write must not grow the file"
+        );
+        vfs.unlink("/f").unwrap();
+        assert_eq!(vfs.pwrite(fd, b"late", 0), Err(Errno::Enoent));
+        vfs.close(fd).unwrap();
+        drop(vfs);
+        fsck_clean(&img);
+    }
+
+    #[test]
+    fn a_superblock_with_impossible_geometry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(dir.path(), 2048, 1024);
+        let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.write_all_at(&u32::MAX.to_le_bytes(), 1024).unwrap(); // s_inodes_count
+        let err = mount(&img, false).err().unwrap();
+        assert!(matches!(err, MountError::Corrupt(_)), "{err:?}");
     }
 
     #[test]

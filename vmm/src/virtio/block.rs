@@ -160,7 +160,14 @@ impl Block {
         if !last.is_write_only() || last.len() == 0 {
             return 0; // nowhere to put a status
         }
-        let status_addr = GuestAddress(last.addr().0 + u64::from(last.len()) - 1);
+        let Some(status_addr) = last
+            .addr()
+            .0
+            .checked_add(u64::from(last.len()) - 1)
+            .map(GuestAddress)
+        else {
+            return 0;
+        };
         let (code, written) = self.execute(mem, rest);
         if mem.write_obj(code, status_addr).is_err() {
             return written;
@@ -184,7 +191,10 @@ impl Block {
         let Ok(kind) = mem.read_obj::<u32>(header.addr()) else {
             return (status::IOERR, 0);
         };
-        let Ok(sector) = mem.read_obj::<u64>(GuestAddress(header.addr().0 + 8)) else {
+        let Some(sector_addr) = header.addr().0.checked_add(8) else {
+            return (status::IOERR, 0);
+        };
+        let Ok(sector) = mem.read_obj::<u64>(GuestAddress(sector_addr)) else {
             return (status::IOERR, 0);
         };
         let (kind, sector) = (u32::from_le(kind), u64::from_le(sector));

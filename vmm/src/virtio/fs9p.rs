@@ -586,7 +586,13 @@ impl VirtioDevice for Volume {
                 let descs: Vec<_> = chain.collect();
                 let mut request = Vec::new();
                 for d in descs.iter().filter(|d| !d.is_write_only()) {
-                    let mut part = vec![0u8; d.len() as usize];
+                    // A request is at most MSIZE bytes: never buffer more,
+                    // whatever lengths the guest's descriptors claim.
+                    let room = MSIZE as usize - request.len();
+                    if room == 0 {
+                        break;
+                    }
+                    let mut part = vec![0u8; (d.len() as usize).min(room)];
                     if mem.read_slice(&mut part, d.addr()).is_err() {
                         break;
                     }
