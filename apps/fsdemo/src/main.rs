@@ -7,7 +7,9 @@
 //!   cannot);
 //! - with `write PATH TEXT`: writes TEXT and a newline to PATH (exit 1
 //!   with the errno when it cannot);
-//! - with `ls DIR`: lists DIR's tree.
+//! - with `ls DIR`: lists DIR's tree;
+//! - with `mv FROM TO`, `mkdir DIR`, `rm PATH`: those;
+//! - several commands separated by `,` run in order in one boot.
 //!
 //! Host volumes (`-v HOST:GUEST`) are mounted at GUEST.
 //!
@@ -35,6 +37,27 @@ fn main(args: &[&str]) -> i32 {
         }
     };
     let vfs = &mounted.vfs;
+    if args.is_empty() {
+        return match tour(vfs, mounted.initrd_entries) {
+            Ok(()) => 0,
+            Err((what, e)) => {
+                println!("fsdemo: {what}: {e}");
+                1
+            }
+        };
+    }
+    // Commands separated by `,` run in order in one boot; the first that
+    // fails ends the run with its status.
+    for command in args.split(|a| *a == ",") {
+        let status = run(vfs, command);
+        if status != 0 {
+            return status;
+        }
+    }
+    0
+}
+
+fn run(vfs: &Vfs, args: &[&str]) -> i32 {
     match args {
         ["cat", path] => match vfs.read_file(path) {
             Ok(bytes) => {
@@ -63,15 +86,34 @@ fn main(args: &[&str]) -> i32 {
                 1
             }
         },
-        [] => match tour(vfs, mounted.initrd_entries) {
+        ["mv", from, to] => match vfs.rename(from, to) {
+            Ok(()) => {
+                println!("fsdemo: moved {from} to {to}");
+                0
+            }
+            Err(e) => {
+                println!("fsdemo: mv {from} {to}: {e}");
+                1
+            }
+        },
+        ["mkdir", dir] => match vfs.mkdir(dir, 0o755) {
             Ok(()) => 0,
-            Err((what, e)) => {
-                println!("fsdemo: {what}: {e}");
+            Err(e) => {
+                println!("fsdemo: mkdir {dir}: {e}");
+                1
+            }
+        },
+        ["rm", path] => match vfs.unlink(path) {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("fsdemo: rm {path}: {e}");
                 1
             }
         },
         _ => {
-            println!("fsdemo: usage: fsdemo [cat PATH | write PATH TEXT | ls DIR]");
+            println!(
+                "fsdemo: usage: fsdemo [CMD [, CMD]...], CMD: cat PATH | write PATH TEXT | ls DIR | mv FROM TO | mkdir DIR | rm PATH"
+            );
             2
         }
     }

@@ -747,3 +747,35 @@ fn the_timeout_fires_even_when_nobody_reads_the_console() {
     };
     assert_eq!(status.code(), Some(124), "the run ends as a timeout");
 }
+
+/// Regression (review): the 9p client kept an inode's first fid, which the
+/// server knows by its old path, so files under a renamed directory, and
+/// files reusing a deleted file's inode number, answered ENOENT.
+#[test]
+fn volume_files_stay_reachable_after_renames_and_deletes() {
+    for p in platforms("volume_files_stay_reachable_after_renames_and_deletes") {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = format!("{}:/data", dir.path().display());
+        #[rustfmt::skip]
+        let script = [
+            "mkdir", "/data/d", ",", "write", "/data/d/f", "one", ",",
+            "cat", "/data/d/f", ",", "mv", "/data/d", "/data/e", ",",
+            "cat", "/data/e/f", ",", "rm", "/data/e/f", ",",
+            "write", "/data/e/g", "two", ",", "cat", "/data/e/g",
+        ];
+        let mut args = vec!["-v", vol.as_str(), "--"];
+        args.extend_from_slice(&script);
+        let out = run_app("fsdemo", p, &args);
+        assert_eq!(
+            stdout(&out),
+            "fsdemo: wrote /data/d/f\none\nfsdemo: moved /data/d to /data/e\none\nfsdemo: wrote /data/e/g\ntwo\n",
+            "on {p}: {}",
+            stderr(&out)
+        );
+        assert_eq!(status(&out), 0, "on {p}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("e/g")).unwrap(),
+            "two\n"
+        );
+    }
+}
