@@ -65,11 +65,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
     /// A disk image served as a virtio-blk device (`FILE` or `FILE:ro`);
-    /// its size must be a multiple of 512 bytes. kvm platform only.
+    /// its size must be a multiple of 512 bytes. kvm and qemu.
     #[arg(long, value_name = "FILE[:ro]")]
     pub disk: Option<String>,
     /// Share a host directory with the guest, mounted at GUEST (e.g.
-    /// `-v ./site:/data`; `:ro` refuses changes). Repeatable; kvm only.
+    /// `-v ./site:/data`; `:ro` refuses changes). Repeatable; every platform.
     #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]")]
     pub volumes: Vec<String>,
     /// Print build and boot phases with their timings (also KILN_LOG=debug).
