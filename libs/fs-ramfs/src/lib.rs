@@ -107,18 +107,6 @@ impl Inner {
     }
 
     /// Whether `ino` is `ancestor` or lies below it.
-    fn is_within(&self, mut ino: InodeId, ancestor: InodeId) -> bool {
-        loop {
-            if ino == ancestor {
-                return true;
-            }
-            match self.nodes.get(&ino) {
-                Some(n) if n.parent != ino => ino = n.parent,
-                _ => return false,
-            }
-        }
-    }
-
     fn drop_node(&mut self, ino: InodeId) {
         if let Some(Node {
             body: Body::File(data),
@@ -219,17 +207,10 @@ impl FileSystem for RamFs {
         let ino = *inner.dir(from_dir)?.get(from).ok_or(Errno::Enoent)?;
         inner.dir(to_dir)?;
         let moving_dir = inner.kind(ino)? == Kind::Dir;
-        // Linux checks "into its own subtree" before the target's type.
-        if moving_dir && inner.is_within(to_dir, ino) && inner.dir(to_dir)?.get(to) != Some(&ino) {
-            return Err(Errno::Einval);
-        }
+        // The tree rules (own subtree, ancestor target) are the VFS's.
         if let Some(&existing) = inner.dir(to_dir)?.get(to) {
             if existing == ino {
                 return Ok(());
-            }
-            // ... and whether the target is an ancestor of the source.
-            if inner.kind(existing)? == Kind::Dir && inner.is_within(from_dir, existing) {
-                return Err(Errno::Enotempty);
             }
             match (moving_dir, inner.kind(existing)? == Kind::Dir) {
                 (true, false) => return Err(Errno::Enotdir),

@@ -78,6 +78,8 @@ pub trait FileSystem: Send + Sync {
     /// Removes the empty directory `name` from `dir`.
     fn rmdir(&self, dir: InodeId, name: &str) -> Result<(), Errno>;
     /// Moves `from_dir/from` to `to_dir/to` (replacing a compatible target).
+    /// The VFS has already refused moves into the source's own subtree
+    /// (`EINVAL`) and onto an ancestor of the source (`ENOTEMPTY`).
     fn rename(&self, from_dir: InodeId, from: &str, to_dir: InodeId, to: &str)
     -> Result<(), Errno>;
     /// Reads from `offset`; returns the bytes read (0 at the end).

@@ -143,6 +143,12 @@ impl Vfs {
     /// Resolves `path`; the last component's symlink is followed when
     /// `follow_last`.
     fn resolve(&self, path: &str, follow_last: bool) -> Result<Loc, Errno> {
+        self.resolve_chain(path, follow_last).map(|(loc, _)| loc)
+    }
+
+    /// Like [`Vfs::resolve`], with the directories walked through to get
+    /// there (its ancestors, root first).
+    fn resolve_chain(&self, path: &str, follow_last: bool) -> Result<(Loc, Vec<Loc>), Errno> {
         let mut queue = split(path)?;
         let mut current = self.root();
         let mut stack: Vec<Loc> = Vec::new();
@@ -188,12 +194,18 @@ impl Vfs {
             stack.push(current);
             current = child;
         }
-        Ok(current)
+        Ok((current, stack))
     }
 
     /// Resolves all but the last component; returns the directory and the
     /// last name (`EEXIST`-prone names `.`/`..` and the root are refused).
     fn resolve_parent(&self, path: &str) -> Result<(Loc, String), Errno> {
+        self.resolve_parent_chain(path)
+            .map(|(dir, name, _)| (dir, name))
+    }
+
+    /// Like [`Vfs::resolve_parent`], with the directory's ancestors.
+    fn resolve_parent_chain(&self, path: &str) -> Result<(Loc, String, Vec<Loc>), Errno> {
         let parts = split(path)?;
         let Some(name) = parts.back().cloned() else {
             return Err(Errno::Eexist); // the root itself
@@ -211,11 +223,11 @@ impl Vfs {
             }
             p
         };
-        let dir = self.resolve(&parent, true)?;
+        let (dir, ancestors) = self.resolve_chain(&parent, true)?;
         if self.stat_loc(dir)?.kind != Kind::Dir {
             return Err(Errno::Enotdir);
         }
-        Ok((dir, name))
+        Ok((dir, name, ancestors))
     }
 
     fn writable(&self, mount: usize) -> Result<Arc<dyn FileSystem>, Errno> {
@@ -493,16 +505,39 @@ impl Vfs {
 
     /// Moves `from` to `to` within one mount.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
-        let (from_dir, from_name) = self
-            .resolve_parent(from)
+        let (from_dir, from_name, from_up) = self
+            .resolve_parent_chain(from)
             .map_err(|e| if e == Errno::Eexist { Errno::Ebusy } else { e })?;
-        let (to_dir, to_name) = self
-            .resolve_parent(to)
+        let (to_dir, to_name, to_up) = self
+            .resolve_parent_chain(to)
             .map_err(|e| if e == Errno::Eexist { Errno::Ebusy } else { e })?;
         let fs = self.fs(from_dir.mount);
-        fs.lookup(from_dir.ino, &from_name)?;
+        let moving = Loc {
+            mount: from_dir.mount,
+            ino: fs.lookup(from_dir.ino, &from_name)?,
+        };
         if from_dir.mount != to_dir.mount {
             return Err(Errno::Exdev);
+        }
+        // The tree rules, for every file system (Linux checks them before
+        // the kinds): a directory cannot move into its own subtree, and
+        // the target cannot be an ancestor of the source.
+        let target = fs.lookup(to_dir.ino, &to_name).ok().map(|ino| Loc {
+            mount: to_dir.mount,
+            ino,
+        });
+        if target == Some(moving) {
+            return Ok(());
+        }
+        let is_dir = |loc: Loc| self.stat_loc(loc).is_ok_and(|s| s.kind == Kind::Dir);
+        if is_dir(moving) && (to_dir == moving || to_up.contains(&moving)) {
+            return Err(Errno::Einval);
+        }
+        if let Some(t) = target
+            && is_dir(t)
+            && (from_dir == t || from_up.contains(&t))
+        {
+            return Err(Errno::Enotempty);
         }
         self.writable(from_dir.mount)?
             .rename(from_dir.ino, &from_name, to_dir.ino, &to_name)
