@@ -293,6 +293,11 @@ impl Vfs {
             offset: spin::Mutex::new(0),
             is_dir: stat.kind == Kind::Dir,
         });
+        self.install(file)
+    }
+
+    /// Puts `file` on the lowest free descriptor.
+    fn install(&self, file: Arc<OpenFile>) -> Result<Fd, Errno> {
         let mut files = self.files.lock();
         match files.iter().position(Option::is_none) {
             Some(fd) => {
@@ -328,19 +333,7 @@ impl Vfs {
 
     /// Duplicates `fd` onto the lowest free descriptor (sharing the offset).
     pub fn dup(&self, fd: Fd) -> Result<Fd, Errno> {
-        let file = self.file(fd)?;
-        let mut files = self.files.lock();
-        match files.iter().position(Option::is_none) {
-            Some(new) => {
-                files[new] = Some(file);
-                Ok(new)
-            }
-            None if files.len() < MAX_FDS => {
-                files.push(Some(file));
-                Ok(files.len() - 1)
-            }
-            None => Err(Errno::Emfile),
-        }
+        self.install(self.file(fd)?)
     }
 
     fn readable(file: &OpenFile) -> Result<(), Errno> {

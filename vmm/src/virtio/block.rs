@@ -15,7 +15,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::VirtioDevice;
@@ -273,26 +273,7 @@ impl VirtioDevice for Block {
     }
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
-        let mut used_any = false;
-        loop {
-            let chains: Vec<_> = match queue.iter(mem) {
-                Ok(iter) => iter.collect(),
-                Err(_) => return used_any,
-            };
-            if chains.is_empty() {
-                break;
-            }
-            for chain in chains {
-                let head = chain.head_index();
-                let descs: Vec<_> = chain.collect();
-                let written = self.serve(mem, &descs);
-                if queue.add_used(mem, head, written).is_err() {
-                    return used_any;
-                }
-                used_any = true;
-            }
-        }
-        used_any && queue.needs_notification(mem).unwrap_or(true)
+        super::serve_queue(queue, mem, |descs| self.serve(mem, descs))
     }
 }
 

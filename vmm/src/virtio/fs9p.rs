@@ -25,7 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::VirtioDevice;
@@ -522,6 +522,44 @@ impl Volume {
 }
 
 impl Volume {
+    /// Serves one virtio chain: the T-message from its readable part (at
+    /// most MSIZE bytes, whatever the descriptors claim), the R-message
+    /// into its writable part; returns the bytes written.
+    fn serve_chain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[virtio_queue::desc::split::Descriptor],
+    ) -> u32 {
+        let mut request = Vec::new();
+        for d in descs.iter().filter(|d| !d.is_write_only()) {
+            let room = MSIZE as usize - request.len();
+            if room == 0 {
+                break;
+            }
+            let mut part = vec![0u8; (d.len() as usize).min(room)];
+            if mem.read_slice(&mut part, d.addr()).is_err() {
+                break;
+            }
+            request.extend_from_slice(&part);
+        }
+        let reply = self.handle(&request);
+        let mut written = 0usize;
+        for d in descs.iter().filter(|d| d.is_write_only()) {
+            if written == reply.len() {
+                break;
+            }
+            let n = (d.len() as usize).min(reply.len() - written);
+            if mem
+                .write_slice(&reply[written..written + n], d.addr())
+                .is_err()
+            {
+                break;
+            }
+            written += n;
+        }
+        written as u32
+    }
+
     /// Serves size-prefixed 9P messages on `stream` until it closes (the
     /// linuxu platform's channel: the guest process is a client like a
     /// VM's driver, with the same confinement here).
@@ -572,54 +610,7 @@ impl VirtioDevice for Volume {
     }
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
-        let mut used_any = false;
-        loop {
-            let chains: Vec<_> = match queue.iter(mem) {
-                Ok(iter) => iter.collect(),
-                Err(_) => return used_any,
-            };
-            if chains.is_empty() {
-                break;
-            }
-            for chain in chains {
-                let head = chain.head_index();
-                let descs: Vec<_> = chain.collect();
-                let mut request = Vec::new();
-                for d in descs.iter().filter(|d| !d.is_write_only()) {
-                    // A request is at most MSIZE bytes: never buffer more,
-                    // whatever lengths the guest's descriptors claim.
-                    let room = MSIZE as usize - request.len();
-                    if room == 0 {
-                        break;
-                    }
-                    let mut part = vec![0u8; (d.len() as usize).min(room)];
-                    if mem.read_slice(&mut part, d.addr()).is_err() {
-                        break;
-                    }
-                    request.extend_from_slice(&part);
-                }
-                let reply = self.handle(&request);
-                let mut written = 0usize;
-                for d in descs.iter().filter(|d| d.is_write_only()) {
-                    if written == reply.len() {
-                        break;
-                    }
-                    let n = (d.len() as usize).min(reply.len() - written);
-                    if mem
-                        .write_slice(&reply[written..written + n], d.addr())
-                        .is_err()
-                    {
-                        break;
-                    }
-                    written += n;
-                }
-                if queue.add_used(mem, head, written as u32).is_err() {
-                    return used_any;
-                }
-                used_any = true;
-            }
-        }
-        used_any && queue.needs_notification(mem).unwrap_or(true)
+        super::serve_queue(queue, mem, |descs| self.serve_chain(mem, descs))
     }
 }
 

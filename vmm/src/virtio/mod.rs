@@ -57,6 +57,38 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     }
 }
 
+/// Serves every chain the driver made available on `queue`: `serve` gets
+/// a chain's descriptors and returns the bytes it wrote into them. Returns
+/// whether the driver should be interrupted (some chain was used and the
+/// driver did not suppress notifications).
+pub(crate) fn serve_queue(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut serve: impl FnMut(&[virtio_queue::desc::split::Descriptor]) -> u32,
+) -> bool {
+    use virtio_queue::{QueueOwnedT, QueueT};
+    let mut used_any = false;
+    loop {
+        let chains: Vec<_> = match queue.iter(mem) {
+            Ok(iter) => iter.collect(),
+            Err(_) => return used_any,
+        };
+        if chains.is_empty() {
+            break;
+        }
+        for chain in chains {
+            let head = chain.head_index();
+            let descs: Vec<_> = chain.collect();
+            let written = serve(&descs);
+            if queue.add_used(mem, head, written).is_err() {
+                return used_any;
+            }
+            used_any = true;
+        }
+    }
+    used_any && queue.needs_notification(mem).unwrap_or(true)
+}
+
 /// Reads `data.len()` bytes at `offset` of `config`, zero past its end.
 pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     for (i, byte) in data.iter_mut().enumerate() {
