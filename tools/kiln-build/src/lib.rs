@@ -15,6 +15,8 @@
 //! Neighbours: the `kiln` CLI drives it; `kiln-abi` gives the constants
 //! the link recipe shares with the supervisor. It never runs images.
 
+#![forbid(unsafe_code)]
+
 pub mod manifest;
 pub mod recipe;
 pub mod rootfs;

@@ -14,6 +14,7 @@
 //!
 //! Modules: [`cli`] (flags), [`runner`] (resolving what to run, the kvm
 //! platform, status mapping), [`qemu`] and [`linuxu`] (those platforms).
+#![forbid(unsafe_code)]
 
 mod child;
 mod cli;
