@@ -209,6 +209,9 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 Some(path) => (path, true),
                 None => (spec.as_str(), false),
             };
+            // The same image checks on every VM platform, before anything
+            // starts (QEMU would serve a truncated image as a shorter disk).
+            kiln_vmm::virtio::block::Block::open(Path::new(path), read_only)?;
             vec![kiln_vmm::DiskConfig {
                 path: path.into(),
                 read_only,

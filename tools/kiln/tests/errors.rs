@@ -177,6 +177,9 @@ fn a_truncated_or_missing_disk_image_is_explained() {
     // Disks are checked before KVM is opened: no skip needed.
     let out = run_app("diskdemo", "kvm", &["--disk", img.to_str().unwrap()]);
     assert_clean_error(&out, "is 1000 bytes, not a multiple of 512");
+    let out = run_app("diskdemo", "qemu", &["--disk", img.to_str().unwrap()]);
+    assert_clean_error(&out, "is 1000 bytes, not a multiple of 512");
+
     let out = run_app("diskdemo", "kvm", &["--disk", "/nonexistent/disk.img"]);
     assert_clean_error(&out, "cannot open disk image /nonexistent/disk.img");
     let out = run_app("diskdemo", "linuxu", &["--disk", img.to_str().unwrap()]);
