@@ -449,6 +449,12 @@ impl Vfs {
 
     /// Creates the directory `path`.
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<(), Errno> {
+        self.create_new(path, NewNode::Dir, mode)
+    }
+
+    /// Creates `node` at `path`, which must not exist (`EEXIST`, also for
+    /// `.`, `..` and the root, as Linux answers mkdir and symlink there).
+    fn create_new(&self, path: &str, node: NewNode, mode: u32) -> Result<(), Errno> {
         let (dir, name) = self
             .resolve_parent(path)
             .map_err(|e| if e == Errno::Einval { Errno::Eexist } else { e })?;
@@ -457,7 +463,7 @@ impl Vfs {
             return Err(Errno::Eexist);
         }
         self.writable(dir.mount)?
-            .create(dir.ino, &name, NewNode::Dir, mode)
+            .create(dir.ino, &name, node, mode)
             .map(|_| ())
     }
 
@@ -538,16 +544,7 @@ impl Vfs {
 
     /// Creates the symbolic link `path` pointing at `target`.
     pub fn symlink(&self, target: &str, path: &str) -> Result<(), Errno> {
-        let (dir, name) = self
-            .resolve_parent(path)
-            .map_err(|e| if e == Errno::Einval { Errno::Eexist } else { e })?;
-        let fs = self.fs(dir.mount);
-        if fs.lookup(dir.ino, &name).is_ok() {
-            return Err(Errno::Eexist);
-        }
-        self.writable(dir.mount)?
-            .create(dir.ino, &name, NewNode::Symlink(target.into()), 0o777)
-            .map(|_| ())
+        self.create_new(path, NewNode::Symlink(target.into()), 0o777)
     }
 
     /// The target of the symbolic link `path`.
