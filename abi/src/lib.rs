@@ -66,8 +66,9 @@ pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 /// "virt"). The embedded VMM puts `--disk` here.
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 
-/// Virtio-mmio slots the guest probes.
-pub const VIRTIO_MMIO_SLOTS: u64 = 2;
+/// Virtio-mmio slots the guest probes (disks, volumes and the network
+/// device share them).
+pub const VIRTIO_MMIO_SLOTS: u64 = 4;
 
 /// Where QEMU's microvm machine puts its virtio-mmio transports (512
 /// bytes apart; an unused one has device ID 0).
@@ -86,6 +87,11 @@ pub const VIRTIO_FIRST_IRQ: u8 = 5;
 pub const LINUXU_VOLUME_FIRST_FD: u64 = 3;
 /// linuxu: most host volumes.
 pub const LINUXU_MAX_VOLUMES: u64 = 4;
+/// linuxu: the file descriptor of the network channel (one Ethernet
+/// frame per datagram each way; after the volumes' fds).
+pub const LINUXU_NET_FD: u64 = LINUXU_VOLUME_FIRST_FD + LINUXU_MAX_VOLUMES;
+/// linuxu: the interrupt line `SIGIO` from the network channel raises.
+pub const LINUXU_NET_IRQ: u8 = VIRTIO_FIRST_IRQ;
 
 /// The IOAPIC pin COM1 interrupts on.
 pub const COM1_IRQ: u8 = 4;

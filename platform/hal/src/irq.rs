@@ -7,7 +7,12 @@
 //! mapped once into the map window ([`IOAPIC_WINDOW_PAGE`]).
 //!
 //! Available on VMs with an IOAPIC (the embedded VMM's, QEMU microvm's);
-//! on linuxu there are no device interrupts ([`IrqError::Unsupported`]).
+//! on linuxu the only device "interrupt" is `SIGIO` from the network
+//! channel, delivered on line [`kiln_abi::LINUXU_NET_IRQ`].
+//!
+//! [`post_wake`]/[`take_wake`]: a handler that wakes a waiting thread
+//! posts a wake-up, which the supervisor's halt checks, so an interrupt
+//! arriving just before a halt does not leave the CPU asleep.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -94,6 +99,13 @@ pub fn register(line: u8, handler: Handler) -> Result<u8, IrqError> {
     if line >= LINES {
         return Err(IrqError::BadLine(line));
     }
+    if cfg!(kiln_linuxu) {
+        // linuxu's "interrupts" are signals (SIGIO for the network
+        // channel): there is no controller to program.
+        let vector = FIRST_DEVICE_VECTOR + line;
+        upcall::register(vector, handler).map_err(|_| IrqError::Busy(line))?;
+        return Ok(vector);
+    }
     let va = ioapic()?;
     // A software-disabled local APIC accepts no interrupts at all.
     crate::platform::x2apic::configure().map_err(|_| IrqError::NoController)?;
@@ -114,4 +126,43 @@ pub fn unregister(line: u8) {
         write(va, 0x10 + 2 * u32::from(line), 1 << 16);
     }
     upcall::unregister(FIRST_DEVICE_VECTOR + line);
+}
+
+/// The "wake-up pending" flag the supervisor's halt checks (PVH images:
+/// the `kiln_wake_pending` byte in the supervisor's user data; elsewhere
+/// a plain static).
+#[cfg(all(kiln_guest, not(kiln_linuxu)))]
+fn wake_flag() -> &'static core::sync::atomic::AtomicU8 {
+    unsafe extern "C" {
+        /// Defined in supervisor.S (user-writable bss); read by `sc_halt`.
+        static kiln_wake_pending: core::sync::atomic::AtomicU8;
+    }
+    // SAFETY: the symbol is one byte of zero-initialised, user-writable
+    // memory that lives for the whole run; AtomicU8 has the layout of u8,
+    // and the supervisor only reads it.
+    unsafe { &kiln_wake_pending }
+}
+
+#[cfg(not(all(kiln_guest, not(kiln_linuxu))))]
+fn wake_flag() -> &'static core::sync::atomic::AtomicU8 {
+    static FLAG: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+    &FLAG
+}
+
+/// Posts a wake-up (from an interrupt handler): the next halt returns at
+/// once instead of sleeping, so an interrupt that lands between a waiter's
+/// last check and its halt is not lost.
+pub fn post_wake() {
+    wake_flag().store(1, Ordering::SeqCst);
+}
+
+/// Whether a wake-up is posted (without clearing it).
+pub fn wake_posted() -> bool {
+    wake_flag().load(Ordering::SeqCst) != 0
+}
+
+/// Clears the posted wake-up; returns whether one was pending. Call it
+/// before checking for work, then halt only if there is none.
+pub fn take_wake() -> bool {
+    wake_flag().swap(0, Ordering::SeqCst) != 0
 }

@@ -57,6 +57,8 @@ pub mod nr {
     pub const PRCTL: u64 = 157;
     pub const RESTART_SYSCALL: u64 = 219;
     pub const EXIT_GROUP: u64 = 231;
+    pub const FCNTL: u64 = 72;
+    pub const GETPID: u64 = 39;
     pub const SECCOMP: u64 = 317;
     pub const MEMFD_CREATE: u64 = 319;
 }
@@ -260,6 +262,9 @@ impl Platform for LinuxProcess {
     }
 
     fn halt() {
+        if crate::irq::wake_posted() {
+            return;
+        }
         // SAFETY: pause only waits for a signal.
         unsafe { syscall6(nr::PAUSE, [0; 6]) };
     }
@@ -328,6 +333,12 @@ impl Platform for LinuxProcess {
         // nanosleep returns early (EINTR) when a signal arrives, and a
         // signal that came before it only makes it sleep its full, bounded
         // time: no lost wake-up.
+        // A SIGIO (network channel) posted since the waiter's last check
+        // ends the wait at once; one landing in the few instructions
+        // between this check and nanosleep waits for the timer (bounded).
+        if crate::irq::wake_posted() {
+            return;
+        }
         let us = us.max(1);
         let ts: [u64; 2] = [us / 1_000_000, (us % 1_000_000) * 1000];
         // SAFETY: nanosleep reads the 16-byte timespec; the remainder
@@ -390,9 +401,12 @@ const SIGFPE: u64 = 8;
 const SIGSEGV: u64 = 11;
 const SIGALRM: u64 = 14;
 const SIGSYS: u64 = 31;
+const SIGIO: u64 = 29;
 
 /// Signals turned into upcalls (and SIGSYS, the sandbox's).
-const HANDLED: [u64; 7] = [SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV, SIGALRM, SIGSYS];
+const HANDLED: [u64; 8] = [
+    SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV, SIGALRM, SIGSYS, SIGIO,
+];
 
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -491,8 +505,9 @@ pub fn install_signal_handlers() -> Result<(), SetupError> {
         syscall6(nr::SIGALTSTACK, [ss.as_ptr() as u64, 0, 0, 0, 0, 0])
     })?;
     for sig in HANDLED {
-        // While a handler runs, the timer signal waits (interrupts off).
-        let mask = 1u64 << (SIGALRM - 1);
+        // While a handler runs, the timer and I/O signals wait (interrupts
+        // off).
+        let mask = (1u64 << (SIGALRM - 1)) | (1u64 << (SIGIO - 1));
         // struct kernel_sigaction { handler, flags, restorer, mask }
         let act: [u64; 4] = [
             on_signal as *const () as u64,
@@ -507,6 +522,73 @@ pub fn install_signal_handlers() -> Result<(), SetupError> {
         })?;
     }
     Ok(())
+}
+
+/// Makes the network channel `fd` (a datagram socket the CLI passed)
+/// non-blocking and asks for `SIGIO` to this process when it becomes
+/// readable: the signal is the channel's interrupt
+/// ([`kiln_abi::LINUXU_NET_IRQ`]). Must run before the sandbox (which
+/// forbids `fcntl`).
+pub fn setup_net_channel(fd: u64) -> Result<(), SetupError> {
+    const F_SETOWN: u64 = 8;
+    const F_SETFL: u64 = 4;
+    const O_NONBLOCK: u64 = 0o4000;
+    const O_ASYNC: u64 = 0o20000;
+    // SAFETY: getpid has no arguments and no memory effects.
+    let pid = check("getpid", unsafe { syscall6(nr::GETPID, [0; 6]) })?;
+    // SAFETY: fcntl on a file descriptor with integer arguments touches no
+    // memory of ours.
+    check("fcntl(F_SETOWN)", unsafe {
+        syscall6(nr::FCNTL, [fd, F_SETOWN, pid, 0, 0, 0])
+    })?;
+    // SAFETY: as above.
+    check("fcntl(F_SETFL)", unsafe {
+        syscall6(nr::FCNTL, [fd, F_SETFL, O_NONBLOCK | O_ASYNC, 0, 0, 0])
+    })?;
+    Ok(())
+}
+
+/// Reads one datagram (a frame) from the non-blocking channel `fd` into
+/// `buf`: its length, `Ok(None)` when none is waiting, or the negative
+/// errno (`-EIO` when the host closed the channel).
+pub fn channel_recv(fd: u64, buf: &mut [u8]) -> Result<Option<usize>, i64> {
+    const EAGAIN: i64 = 11;
+    const EINTR: i64 = 4;
+    loop {
+        // SAFETY: read writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            syscall6(
+                nr::READ,
+                [fd, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0],
+            )
+        };
+        match n {
+            n if n == -EINTR => continue,
+            n if n == -EAGAIN => return Ok(None),
+            0 => return Err(-5),
+            n if n < 0 => return Err(n),
+            n => return Ok(Some(n as usize)),
+        }
+    }
+}
+
+/// Sends `frame` as one datagram on the channel `fd`; a full socket
+/// buffer drops it (`false`), as a full NIC ring would.
+pub fn channel_send(fd: u64, frame: &[u8]) -> bool {
+    const EINTR: i64 = 4;
+    loop {
+        // SAFETY: write reads `frame.len()` bytes from `frame`.
+        let n = unsafe {
+            syscall6(
+                nr::WRITE,
+                [fd, frame.as_ptr() as u64, frame.len() as u64, 0, 0, 0],
+            )
+        };
+        if n == -EINTR {
+            continue;
+        }
+        return n >= 0;
+    }
 }
 
 /// Confines the process: no new privileges, then the seccomp filter.
@@ -639,12 +721,13 @@ extern "C" fn on_signal(sig: i32, info: *mut u8, uctx: *mut u8) {
             greg_get(uctx, greg::CR2),
         )
     };
-    frame.vector = if sig == SIGALRM {
-        u64::from(kiln_abi::upcall::TIMER_VECTOR)
-    } else {
-        trapno
+    let interrupt = sig == SIGALRM || sig == SIGIO;
+    frame.vector = match sig {
+        SIGALRM => u64::from(kiln_abi::upcall::TIMER_VECTOR),
+        SIGIO => u64::from(crate::irq::FIRST_DEVICE_VECTOR + kiln_abi::LINUXU_NET_IRQ),
+        _ => trapno,
     };
-    frame.error_code = if sig == SIGALRM { 0 } else { err };
+    frame.error_code = if interrupt { 0 } else { err };
     frame.cr2 = if frame.vector == 14 { cr2 } else { 0 };
     crate::upcall::dispatch(&mut frame);
     let rip = frame.rip;

@@ -46,6 +46,21 @@ static MODULES: spin::Once<alloc::vec::Vec<&'static [u8]>> = spin::Once::new();
 /// `volume=FD:GUEST` options the CLI passes.
 static VOLUMES: spin::Once<alloc::vec::Vec<(u64, alloc::string::String)>> = spin::Once::new();
 
+/// The parsed command line, for libraries that read kernel options.
+static CMDLINE: spin::Once<kiln_abi::cmdline::Cmdline> = spin::Once::new();
+
+/// Records the command line (once, before `main`).
+#[cfg(kiln_guest)]
+pub(crate) fn publish_cmdline(cmdline: &kiln_abi::cmdline::Cmdline) {
+    CMDLINE.call_once(|| cmdline.clone());
+}
+
+/// The value of kernel option `key` (`key=value` before `--`; the last
+/// one wins; `Some("")` for a bare `key`), e.g. the network's `ip=`.
+pub fn option(key: &str) -> Option<&'static str> {
+    CMDLINE.get().and_then(|c| c.option(key))
+}
+
 /// The host volumes of a linuxu process (empty on VMs, whose volumes are
 /// virtio devices).
 pub fn linuxu_volumes() -> &'static [(u64, alloc::string::String)] {

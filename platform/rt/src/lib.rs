@@ -78,6 +78,7 @@ fn die(message: impl core::fmt::Display, status: u8) -> ! {
 fn run_main(mem: memory::MemoryStats, cmdline: kiln_abi::cmdline::Cmdline) -> ! {
     use alloc::vec::Vec;
     logger::init(cmdline.option("log"));
+    boot::publish_cmdline(&cmdline);
     log::debug!(
         "memory: {} KiB at {:#x}, heap {} KiB at {:#x}, {} frames free ({})",
         mem.range_bytes / 1024,
@@ -184,6 +185,22 @@ extern "C" fn kiln_linuxu_entry(sp: *const u64) -> ! {
                 })
         });
     linuxu::install_signal_handlers().unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
+    // The network channel (`netchan=FD`) is set up while fcntl is allowed.
+    if let Some(fd) = argv
+        .iter()
+        .skip(1)
+        .take_while(|t| *t != "--")
+        .filter_map(|t| t.strip_prefix("netchan="))
+        .last()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        linuxu::setup_net_channel(fd).unwrap_or_else(|e| {
+            die(
+                format_args!("cannot set up the network channel: {e}"),
+                exit::BAD_BOOT_INFO,
+            )
+        });
+    }
     linuxu::enter_sandbox().unwrap_or_else(|e| die(e, exit::BAD_BOOT_INFO));
     let ram = [boot::RamRange {
         start: base,

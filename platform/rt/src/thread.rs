@@ -97,6 +97,8 @@ struct Runtime {
     dead: Vec<ThreadId>,
     /// Stack slots in use.
     slots: Vec<bool>,
+    /// The thread waiting on each [`Event`], by event number.
+    event_waiters: [Option<ThreadId>; MAX_EVENTS],
 }
 
 static RUNTIME: spin::Mutex<Option<Runtime>> = spin::Mutex::new(None);
@@ -200,6 +202,7 @@ fn start(sched: Box<dyn Scheduler>) -> Result<(), ThreadError> {
         current: 0,
         dead: Vec::new(),
         slots,
+        event_waiters: [None; MAX_EVENTS],
     });
     let _ = kiln_hal::upcall::register(kiln_abi::upcall::TIMER_VECTOR, on_timer);
     PICKED_AT_NS.store(kiln_hal::time::now_ns(), Ordering::SeqCst);
@@ -219,7 +222,8 @@ fn arm_timer(next_deadline_ns: Option<u64>) {
     let now = kiln_hal::time::now_ns();
     let slice = SLICE_US.load(Ordering::SeqCst);
     let mut wait_us = if slice > 0 { slice } else { u64::MAX };
-    if let Some(d) = next_deadline_ns {
+    // u64::MAX: an event waiter without a deadline (no timer needed).
+    if let Some(d) = next_deadline_ns.filter(|d| *d != u64::MAX) {
         wait_us = wait_us.min(d.saturating_sub(now).div_ceil(1000));
     }
     if wait_us == u64::MAX {
@@ -625,6 +629,120 @@ fn exit_current() -> ! {
     unreachable!("a finished thread was scheduled again")
 }
 
+/// Makes the waiters of signalled events ready (their `wait` takes the
+/// event's bit).
+fn wake_event_waiters(rt: &mut Runtime) {
+    let pending = EVENT_PENDING.load(Ordering::SeqCst);
+    if pending == 0 {
+        return;
+    }
+    for (i, waiter) in rt.event_waiters.iter_mut().enumerate() {
+        if pending & (1 << i) == 0 {
+            continue;
+        }
+        if let Some(id) = waiter.take()
+            && let Some(Some(t)) = rt.threads.get_mut(id)
+            && matches!(t.state, State::Sleeping(_))
+        {
+            // No unpark token: the waiter learns from the event's bit.
+            t.state = State::Ready;
+            rt.sched.enqueue(id);
+        }
+    }
+    note_ready(rt);
+}
+
+/// Events that can exist (one bit each).
+pub const MAX_EVENTS: usize = 64;
+/// Signalled events, one bit per [`Event`].
+static EVENT_PENDING: AtomicU64 = AtomicU64::new(0);
+/// Events handed out.
+static EVENTS_MADE: AtomicUsize = AtomicUsize::new(0);
+
+/// A wake-up from interrupt context to a thread: a device's interrupt
+/// handler calls [`Event::signal`] (lock-free), one thread at a time
+/// blocks in [`Event::wait_timeout_us`] until it is signalled.
+///
+/// A signal with nobody waiting is kept for the next wait (it is a flag,
+/// not a count). Waiting works before any thread is spawned too (the CPU
+/// halts). Limits: [`MAX_EVENTS`] events per run, never freed (devices
+/// live for the whole run); one waiter per event.
+#[derive(Debug)]
+pub struct Event {
+    index: usize,
+}
+
+/// No more [`Event`]s can be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyEvents;
+
+impl core::fmt::Display for TooManyEvents {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "at most {MAX_EVENTS} interrupt events can exist")
+    }
+}
+
+impl Event {
+    /// A new, unsignalled event.
+    pub fn new() -> Result<Self, TooManyEvents> {
+        let index = EVENTS_MADE.fetch_add(1, Ordering::SeqCst);
+        if index >= MAX_EVENTS {
+            return Err(TooManyEvents);
+        }
+        EVENT_PENDING.fetch_and(!(1 << index), Ordering::SeqCst);
+        Ok(Self { index })
+    }
+
+    /// Signals the event; callable from interrupt handlers.
+    pub fn signal(&self) {
+        EVENT_PENDING.fetch_or(1 << self.index, Ordering::SeqCst);
+        kiln_hal::irq::post_wake();
+    }
+
+    /// Takes the signal, if any.
+    fn take(&self) -> bool {
+        EVENT_PENDING.fetch_and(!(1 << self.index), Ordering::SeqCst) & (1 << self.index) != 0
+    }
+
+    /// Blocks until the event is signalled (returns `true`) or `us`
+    /// microseconds pass (`false`; `None` waits without limit).
+    pub fn wait_timeout_us(&self, us: Option<u64>) -> bool {
+        if self.take() {
+            return true;
+        }
+        let now = kiln_hal::time::now_ns();
+        let deadline = us.map_or(u64::MAX, |us| now.saturating_add(us.saturating_mul(1000)));
+        if !STARTED.load(Ordering::SeqCst) {
+            // No threads: halt until the interrupt (or the deadline).
+            loop {
+                kiln_hal::irq::take_wake();
+                if self.take() {
+                    return true;
+                }
+                let now = kiln_hal::time::now_ns();
+                if now >= deadline {
+                    return false;
+                }
+                let wait_us = (deadline - now).div_ceil(1000).clamp(1, 1_000_000);
+                <kiln_hal::platform::Current as kiln_hal::platform::Platform>::halt_for_us(wait_us);
+            }
+        }
+        preempt_disable();
+        if let Some(rt) = RUNTIME.lock().as_mut() {
+            rt.event_waiters[self.index] = Some(rt.current);
+        }
+        reschedule(State::Sleeping(deadline));
+        if let Some(rt) = RUNTIME.lock().as_mut()
+            && rt.event_waiters[self.index] == Some(rt.current)
+        {
+            rt.event_waiters[self.index] = None; // timed out
+        }
+        let signalled = self.take();
+        preempt_enable();
+        signalled
+    }
+}
+
 /// Moves due sleepers to ready; returns the earliest remaining deadline.
 fn wake_sleepers(rt: &mut Runtime, now: u64) -> Option<u64> {
     let mut earliest = None::<u64>;
@@ -664,6 +782,10 @@ fn reschedule(state: State) {
             }
         }
         let now = kiln_hal::time::now_ns();
+        // Clear posted wake-ups before looking at events: one posted after
+        // this makes the halt below return at once.
+        kiln_hal::irq::take_wake();
+        wake_event_waiters(rt);
         let next_deadline = wake_sleepers(rt, now);
         NEXT_WAKE_NS.store(next_deadline.unwrap_or(u64::MAX), Ordering::SeqCst);
         if let Some(next) = rt.sched.pick_next() {
@@ -696,7 +818,12 @@ fn reschedule(state: State) {
         };
         drop(guard);
         let now = kiln_hal::time::now_ns();
-        let wait_us = deadline.saturating_sub(now).div_ceil(1000).max(1);
+        // Capped: a thread waiting on an event with no deadline sleeps
+        // "until u64::MAX".
+        let wait_us = deadline
+            .saturating_sub(now)
+            .div_ceil(1000)
+            .clamp(1, 1_000_000);
         // halt_for arms the timer itself.
         ARMED_AT_NS.store(now + wait_us * 1000, Ordering::SeqCst);
         <kiln_hal::platform::Current as kiln_hal::platform::Platform>::halt_for_us(wait_us);

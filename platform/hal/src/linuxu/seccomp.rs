@@ -4,8 +4,8 @@
 //!
 //! | call | why |
 //! |---|---|
-//! | `read` | only on host volumes' 9P channels (fds 3..7, `kiln run -v`) |
-//! | `write` | the console (stdout), requests on those channels |
+//! | `read` | only on host volumes' 9P channels (fds 3..7, `kiln run -v`) and the network channel (fd 7) |
+//! | `write` | the console (stdout), requests on those channels, frames |
 //! | `mmap` | map-window pages — only if `prot` is not both write and execute |
 //! | `munmap` | unmapping them |
 //! | `rt_sigreturn` | returning from upcall (signal) handlers |
@@ -76,9 +76,10 @@ const OFF_ARCH: u32 = 4;
 const OFF_ARG0: u32 = 16;
 /// Low 32 bits of `args[2]` (mmap's `prot`).
 const OFF_ARG2: u32 = 16 + 2 * 8;
-const VOLUME_FDS: (u32, u32) = (
+/// The channel fds `read` may use: the volumes', then the network's.
+const CHANNEL_FDS: (u32, u32) = (
     kiln_abi::LINUXU_VOLUME_FIRST_FD as u32,
-    (kiln_abi::LINUXU_VOLUME_FIRST_FD + kiln_abi::LINUXU_MAX_VOLUMES) as u32,
+    (kiln_abi::LINUXU_NET_FD + 1) as u32,
 );
 
 const PROT_WRITE_EXEC: u32 = 2 | 4;
@@ -136,8 +137,8 @@ pub const fn filter() -> [SockFilter; LEN] {
     p[allow] = stmt(RET_K, RET_ALLOW);
     p[allow + 1] = stmt(RET_K, RET_TRAP);
     p[read_check] = stmt(LD_W_ABS, OFF_ARG0);
-    p[read_check + 1] = jump(JGE_K, VOLUME_FDS.0, 0, 2);
-    p[read_check + 2] = jump(JGE_K, VOLUME_FDS.1, 1, 0);
+    p[read_check + 1] = jump(JGE_K, CHANNEL_FDS.0, 0, 2);
+    p[read_check + 2] = jump(JGE_K, CHANNEL_FDS.1, 1, 0);
     p[read_check + 3] = stmt(RET_K, RET_ALLOW);
     p[read_check + 4] = stmt(RET_K, RET_TRAP);
     p
@@ -214,14 +215,15 @@ mod tests {
     }
 
     #[test]
-    fn read_is_allowed_only_on_volume_channels() {
+    fn read_is_allowed_only_on_volume_and_network_channels() {
         let prog = filter();
         for (fd, expect) in [
             (0, RET_TRAP),
             (2, RET_TRAP),
             (3, RET_ALLOW),
             (6, RET_ALLOW),
-            (7, RET_TRAP),
+            (7, RET_ALLOW),
+            (8, RET_TRAP),
             (1 << 20, RET_TRAP),
         ] {
             assert_eq!(

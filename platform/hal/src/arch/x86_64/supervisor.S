@@ -192,8 +192,13 @@ sc_exit:
     hlt
     jmp 2b
 
-/* halt(): an interrupt taken here is redirected to the caller's context */
+/* halt(): an interrupt taken here is redirected to the caller's context.
+ * A wake-up posted by an upcall handler since the caller last cleared
+ * kiln_wake_pending (kiln_hal::irq::post_wake) makes it return at once:
+ * an interrupt between the caller's last check and this call is not lost. */
 sc_halt:
+    cmpb $0, kiln_wake_pending
+    jne halt_after
     sti
 halt_window:
     hlt
@@ -672,6 +677,9 @@ x2apic_on:
 
 /* --------------------------------------------- CPL3 (user) zero-initialised */
 .pushsection .bss.kiln_upcall, "aw", @nobits
+.globl kiln_wake_pending
+kiln_wake_pending:
+    .skip 1
 .balign 16
 .globl kiln_upcall_frame
 kiln_upcall_frame:
