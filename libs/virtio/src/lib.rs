@@ -1,22 +1,31 @@
 //! # kiln-virtio — the guest side of a virtio-mmio device
 //!
-//! [`VirtioMmio::probe`] finds a device of a given type in the virtio-mmio
-//! slots (`kiln_abi::VIRTIO_MMIO_BASE`), negotiates features (virtio 1.x
-//! plus what the driver asks for and the device offers) and sets up queue
-//! 0 with 8 entries. [`VirtioMmio::submit`] puts one descriptor chain
-//! (pieces of the device's DMA buffer, each device-readable or -writable)
-//! on it, notifies, and polls the used ring until the device is done.
+//! - [`Transport`]: finds a device of a given type in the virtio-mmio
+//!   slots (`kiln_abi::VIRTIO_MMIO_BASE`, then QEMU microvm's), negotiates
+//!   features (virtio 1.x plus what the driver asks for and the device
+//!   offers), adds queues, notifies, acknowledges interrupts, reads the
+//!   config space, and names its interrupt line.
+//! - [`Virtqueue`]: a split virtqueue the driver runs itself — add chains,
+//!   pop used ones, notification and interrupt suppression. Used
+//!   asynchronously by `kiln-virtio-net` (RX and TX queues).
+//! - [`VirtioMmio`]: the simple synchronous use: queue 0 with 8 entries
+//!   and a 32 KiB buffer area; [`VirtioMmio::submit`] puts one chain on it,
+//!   notifies, and polls until the device is done (`kiln-virtio-blk`,
+//!   `kiln-fs-9p`).
 //!
-//! Drivers on top: `kiln-virtio-blk`, `kiln-fs-9p`. Registers come from
-//! `kiln_rt::hal::mmio`, memory from `kiln_rt::dma`, so there is no
-//! `unsafe` here. Limits: one request in flight, no interrupts (the
-//! embedded VMM completes a request before the notify returns; others get
-//! a 2-second deadline), queue 0 only (ADR 0007).
+//! Registers come from `kiln_rt::hal::mmio`, memory from `kiln_rt::dma`,
+//! so there is no `unsafe` here. Limits: split rings only, no indirect
+//! descriptors or event index; [`VirtioMmio`] has one request in flight and
+//! no interrupts (the embedded VMM completes a request before the notify
+//! returns; others get a 2-second deadline; ADR 0007).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 use alloc::vec as alloc_vec;
+
+mod queue;
+pub use queue::{Buf, MAX_QUEUE_SIZE, Used, Virtqueue};
 
 use kiln_rt::dma::DmaRegion;
 use kiln_rt::hal::mmio::MmioPage;
@@ -42,6 +51,8 @@ const R_QUEUE_NUM_MAX: u64 = 0x034;
 const R_QUEUE_NUM: u64 = 0x038;
 const R_QUEUE_READY: u64 = 0x044;
 const R_QUEUE_NOTIFY: u64 = 0x050;
+const R_INTERRUPT_STATUS: u64 = 0x060;
+const R_INTERRUPT_ACK: u64 = 0x064;
 const R_STATUS: u64 = 0x070;
 const R_QUEUE_DESC: u64 = 0x080;
 const R_QUEUE_DRIVER: u64 = 0x090;
@@ -53,15 +64,6 @@ const DRIVER: u32 = 2;
 const DRIVER_OK: u32 = 4;
 const FEATURES_OK: u32 = 8;
 const FAILED: u32 = 0x80;
-
-// The DMA region: frame 0 the queue, then the drivers' buffer area.
-const DESC: usize = 0;
-const AVAIL: usize = 128;
-const USED: usize = 256;
-const BUFFER: usize = 4096;
-
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
 
 /// Why a device could not be set up or a request not completed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,40 +103,29 @@ pub struct Piece {
     pub device_writes: bool,
 }
 
-/// A set-up virtio-mmio device with queue 0.
-pub struct VirtioMmio {
+/// A virtio-mmio device after feature negotiation: queues are added with
+/// [`Transport::add_queue`], then [`Transport::start`] makes it live.
+#[derive(Debug)]
+pub struct Transport {
     regs: Regs,
-    dma: DmaRegion,
-    queue_size: u16,
-    next_avail: u16,
-    seen_used: u16,
     features: u64,
 }
 
-impl VirtioMmio {
-    /// Finds the first device of `device_type` and sets it up, accepting
-    /// `wanted` features it offers (plus virtio 1.x, which it must).
+impl Transport {
+    /// Finds the first device of `device_type` and negotiates features:
+    /// virtio 1.x (which it must offer) plus those of `wanted` it offers.
     pub fn probe(device_type: u32, wanted: u64) -> Result<Self, VirtioError> {
         Self::find(device_type, 1)?
             .pop()
             .ok_or(VirtioError::NoDevice)
-            .and_then(|regs| Self::setup(regs, wanted))
-    }
-
-    /// Sets up every device of `device_type` (as many as there are window
-    /// pages for devices), in address order.
-    pub fn probe_all(device_type: u32, wanted: u64) -> Result<alloc_vec::Vec<Self>, VirtioError> {
-        Self::find(device_type, kiln_abi_slots() as usize)?
-            .into_iter()
-            .map(|regs| Self::setup(regs, wanted))
-            .collect()
+            .and_then(|regs| Self::negotiate(regs, wanted))
     }
 
     /// Maps the register blocks of up to `most` devices of `device_type`.
     ///
     /// Window pages are claimed in order by the devices already set up
-    /// (each `VirtioMmio` keeps its page), so this takes the first page not
-    /// in use by a live mapping of this search.
+    /// (each keeps its page), so this takes the first page not in use by
+    /// a live mapping of this search.
     fn find(device_type: u32, most: usize) -> Result<alloc_vec::Vec<Regs>, VirtioError> {
         let mut found = alloc_vec::Vec::new();
         let first_free = IN_USE.load(core::sync::atomic::Ordering::SeqCst);
@@ -149,6 +140,7 @@ impl VirtioMmio {
             let regs = Regs {
                 page,
                 base: paddr & 0xfff,
+                paddr,
             };
             if regs.read32(R_MAGIC) == MAGIC && regs.read32(R_DEVICE_ID) == device_type {
                 found.push(regs);
@@ -158,11 +150,7 @@ impl VirtioMmio {
         Ok(found)
     }
 
-    fn setup(regs: Regs, wanted: u64) -> Result<Self, VirtioError> {
-        let fail = |regs: &Regs, step| {
-            regs.write32(R_STATUS, FAILED);
-            VirtioError::Setup(step)
-        };
+    fn negotiate(regs: Regs, wanted: u64) -> Result<Self, VirtioError> {
         if regs.read32(R_VERSION) != 2 {
             return Err(VirtioError::Setup(
                 "only virtio-mmio version 2 (virtio 1.x) is supported",
@@ -187,38 +175,70 @@ impl VirtioMmio {
         if regs.read32(R_STATUS) & FEATURES_OK == 0 {
             return Err(fail(&regs, "features were not accepted"));
         }
-        regs.write32(R_QUEUE_SEL, 0);
-        let max = regs.read32(R_QUEUE_NUM_MAX);
-        if max == 0 {
-            return Err(fail(&regs, "queue 0 does not exist"));
-        }
-        let queue_size = QUEUE_SIZE.min(max as u16);
-        let dma = DmaRegion::new(1 + BUFFER_BYTES / 4096).map_err(|_| VirtioError::OutOfMemory)?;
-        regs.write32(R_QUEUE_NUM, u32::from(queue_size));
-        for (reg, offset) in [
-            (R_QUEUE_DESC, DESC),
-            (R_QUEUE_DRIVER, AVAIL),
-            (R_QUEUE_DEVICE, USED),
-        ] {
-            let addr = dma.phys() + offset as u64;
-            regs.write32(reg, addr as u32);
-            regs.write32(reg + 4, (addr >> 32) as u32);
-        }
-        regs.write32(R_QUEUE_READY, 1);
-        regs.write32(R_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
-        Ok(Self {
-            regs,
-            dma,
-            queue_size,
-            next_avail: 0,
-            seen_used: 0,
-            features,
-        })
+        Ok(Self { regs, features })
     }
 
     /// The features both sides agreed on.
     pub fn features(&self) -> u64 {
         self.features
+    }
+
+    /// The interrupt line (IOAPIC pin) the device raises: slot `n` of the
+    /// embedded VMM and QEMU microvm's transport `n` both use pin 5 + n.
+    pub fn irq_line(&self) -> u8 {
+        let p = self.regs.paddr;
+        let n = if p >= kiln_abi::QEMU_MICROVM_VIRTIO_BASE {
+            (p - kiln_abi::QEMU_MICROVM_VIRTIO_BASE) / kiln_abi::QEMU_MICROVM_VIRTIO_STRIDE
+        } else {
+            (p - kiln_abi::VIRTIO_MMIO_BASE) / kiln_abi::PAGE_SIZE
+        };
+        kiln_abi::VIRTIO_FIRST_IRQ + n as u8
+    }
+
+    /// Sets up queue `index` with up to `size` entries (fewer if the device
+    /// offers fewer; rounded down to a power of two).
+    pub fn add_queue(&self, index: u16, size: u16) -> Result<Virtqueue, VirtioError> {
+        let regs = &self.regs;
+        regs.write32(R_QUEUE_SEL, u32::from(index));
+        let max = regs.read32(R_QUEUE_NUM_MAX).min(u32::from(size));
+        if max == 0 {
+            return Err(fail(regs, "a queue the driver needs does not exist"));
+        }
+        let size = 1u16 << (31 - max.leading_zeros());
+        let queue = Virtqueue::new(index, size)?;
+        regs.write32(R_QUEUE_NUM, u32::from(size));
+        let (desc, avail, used) = queue.addresses();
+        for (reg, addr) in [
+            (R_QUEUE_DESC, desc),
+            (R_QUEUE_DRIVER, avail),
+            (R_QUEUE_DEVICE, used),
+        ] {
+            regs.write32(reg, addr as u32);
+            regs.write32(reg + 4, (addr >> 32) as u32);
+        }
+        regs.write32(R_QUEUE_READY, 1);
+        Ok(queue)
+    }
+
+    /// Tells the device the driver is ready (after its queues are added).
+    pub fn start(&self) {
+        self.regs
+            .write32(R_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
+    }
+
+    /// Tells the device queue `queue` has new buffers.
+    pub fn notify(&self, queue: u16) {
+        self.regs.write32(R_QUEUE_NOTIFY, u32::from(queue));
+    }
+
+    /// Reads and acknowledges the interrupt status (bit 0: used buffers,
+    /// bit 1: configuration change); call from the interrupt handler.
+    pub fn ack_interrupt(&self) -> u32 {
+        let status = self.regs.read32(R_INTERRUPT_STATUS);
+        if status != 0 {
+            self.regs.write32(R_INTERRUPT_ACK, status);
+        }
+        status
     }
 
     /// Reads the 32-bit config-space word at `offset`.
@@ -230,17 +250,73 @@ impl VirtioMmio {
     pub fn config8(&self, offset: u64) -> u8 {
         self.regs.page.read8(self.regs.base + R_CONFIG + offset)
     }
+}
+
+fn fail(regs: &Regs, step: &'static str) -> VirtioError {
+    regs.write32(R_STATUS, FAILED);
+    VirtioError::Setup(step)
+}
+
+/// A set-up virtio-mmio device with queue 0, used one request at a time
+/// (block and 9P).
+pub struct VirtioMmio {
+    transport: Transport,
+    queue: Virtqueue,
+    buffers: DmaRegion,
+}
+
+impl VirtioMmio {
+    /// Finds the first device of `device_type` and sets it up, accepting
+    /// `wanted` features it offers (plus virtio 1.x, which it must).
+    pub fn probe(device_type: u32, wanted: u64) -> Result<Self, VirtioError> {
+        Self::setup(Transport::probe(device_type, wanted)?)
+    }
+
+    /// Sets up every device of `device_type` (as many as there are window
+    /// pages for devices), in address order.
+    pub fn probe_all(device_type: u32, wanted: u64) -> Result<alloc_vec::Vec<Self>, VirtioError> {
+        Transport::find(device_type, kiln_abi_slots() as usize)?
+            .into_iter()
+            .map(|regs| Transport::negotiate(regs, wanted).and_then(Self::setup))
+            .collect()
+    }
+
+    fn setup(transport: Transport) -> Result<Self, VirtioError> {
+        let queue = transport.add_queue(0, QUEUE_SIZE)?;
+        let buffers = DmaRegion::new(BUFFER_BYTES / 4096).map_err(|_| VirtioError::OutOfMemory)?;
+        transport.start();
+        Ok(Self {
+            transport,
+            queue,
+            buffers,
+        })
+    }
+
+    /// The features both sides agreed on.
+    pub fn features(&self) -> u64 {
+        self.transport.features()
+    }
+
+    /// Reads the 32-bit config-space word at `offset`.
+    pub fn config32(&self, offset: u64) -> u32 {
+        self.transport.config32(offset)
+    }
+
+    /// Reads the config-space byte at `offset`.
+    pub fn config8(&self, offset: u64) -> u8 {
+        self.transport.config8(offset)
+    }
 
     /// The buffer area requests are built in.
     pub fn buffer(&self) -> Buffer<'_> {
-        Buffer { dma: &self.dma }
+        Buffer { dma: &self.buffers }
     }
 
     /// Runs one request made of `pieces`; returns the bytes the device
     /// says it wrote.
     pub fn submit(&mut self, pieces: &[Piece]) -> Result<u32, VirtioError> {
         if pieces.is_empty()
-            || pieces.len() > usize::from(self.queue_size)
+            || pieces.len() > usize::from(self.queue.size())
             || pieces.iter().any(|p| {
                 p.offset
                     .checked_add(p.len)
@@ -249,36 +325,28 @@ impl VirtioMmio {
         {
             return Err(VirtioError::BadChain);
         }
-        for (i, p) in pieces.iter().enumerate() {
-            let last = i + 1 == pieces.len();
-            let flags =
-                if last { 0 } else { DESC_F_NEXT } | if p.device_writes { DESC_F_WRITE } else { 0 };
-            let at = DESC + i * 16;
-            self.dma
-                .write_u64(at, self.dma.phys() + (BUFFER + p.offset) as u64);
-            self.dma.write_u32(at + 8, p.len as u32);
-            self.dma.write_u16(at + 12, flags);
-            self.dma
-                .write_u16(at + 14, if last { 0 } else { i as u16 + 1 });
-        }
-        let slot = usize::from(self.next_avail % self.queue_size);
-        self.dma.write_u16(AVAIL + 4 + slot * 2, 0);
-        self.next_avail = self.next_avail.wrapping_add(1);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        self.dma.write_u16(AVAIL + 2, self.next_avail);
-        self.regs.write32(R_QUEUE_NOTIFY, 0);
+        let bufs: alloc_vec::Vec<Buf> = pieces
+            .iter()
+            .map(|p| Buf {
+                addr: self.buffers.phys() + p.offset as u64,
+                len: p.len as u32,
+                device_writes: p.device_writes,
+            })
+            .collect();
+        self.queue.add(&bufs)?;
+        self.transport.notify(0);
         let deadline = kiln_rt::hal::time::now_ns() + 2_000_000_000;
-        while self.dma.read_u16(USED + 2) == self.seen_used {
+        loop {
+            // Polling: the interrupt status is left set (its IOAPIC line
+            // stays masked), which saves two register exits per request.
+            if let Some(used) = self.queue.pop_used() {
+                return Ok(used.len);
+            }
             if kiln_rt::hal::time::now_ns() > deadline {
                 return Err(VirtioError::Timeout);
             }
             core::hint::spin_loop();
         }
-        // Polling: the interrupt status is left set (its IOAPIC line stays
-        // masked), which saves two register exits per request.
-        let slot = usize::from(self.seen_used % self.queue_size);
-        self.seen_used = self.seen_used.wrapping_add(1);
-        Ok(self.dma.read_u32(USED + 4 + slot * 8 + 4))
     }
 }
 
@@ -291,9 +359,12 @@ static IN_USE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::ne
 
 /// A device's registers: `base` bytes into a mapped page (QEMU packs
 /// eight 512-byte transports into one page).
+#[derive(Debug)]
 struct Regs {
     page: MmioPage,
     base: u64,
+    /// Guest-physical address of the register block.
+    paddr: u64,
 }
 
 impl Regs {
@@ -314,11 +385,11 @@ pub struct Buffer<'a> {
 impl Buffer<'_> {
     /// Writes `bytes` at `offset`.
     pub fn write(&self, offset: usize, bytes: &[u8]) {
-        self.dma.write(BUFFER + offset, bytes);
+        self.dma.write(offset, bytes);
     }
 
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) {
-        self.dma.read(BUFFER + offset, buf);
+        self.dma.read(offset, buf);
     }
 }
