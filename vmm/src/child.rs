@@ -1,5 +1,6 @@
-//! Handing file descriptors to a child process at fixed numbers (the
-//! linuxu platform's volume channels, `kiln_abi::LINUXU_VOLUME_FIRST_FD`).
+//! Child processes of the CLI: handing file descriptors to them at fixed
+//! numbers (linuxu's volume and network channels) and making them die
+//! with `kiln` ([`die_with_parent`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -35,4 +36,20 @@ pub fn give_fds(cmd: &mut Command, fds: &[OwnedFd], first: i32) -> std::io::Resu
         });
     }
     Ok(())
+}
+
+/// Makes the child of `cmd` get `SIGKILL` when this process dies, so a
+/// killed `kiln` never leaves a guest (QEMU, a linuxu process) running
+/// with its forwarded ports.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and
+    // only calls prctl, which is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

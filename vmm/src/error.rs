@@ -20,8 +20,17 @@ pub enum VmmError {
     /// A volume cannot be shared.
     #[error(transparent)]
     Volume(#[from] crate::virtio::fs9p::VolumeError),
+    /// The user-mode network cannot start (a forwarded port in use...).
+    #[error(transparent)]
+    UserNet(#[from] kiln_user_net::UserNetError),
+    /// A TAP device cannot be used.
+    #[error(transparent)]
+    Tap(#[from] crate::tap::TapError),
+    /// The network device's backend could not be set up.
+    #[error("cannot set up the network device: {0}")]
+    NetDevice(io::Error),
     /// More devices than virtio slots.
-    #[error("{count} disks and volumes were given but this VMM serves at most {max}: drop some --disk or -v", max = kiln_abi::VIRTIO_MMIO_SLOTS)]
+    #[error("{count} disks, volumes and network devices were given but this VMM serves at most {max}: drop some --disk or -v", max = kiln_abi::VIRTIO_MMIO_SLOTS)]
     TooManyDevices {
         /// How many were given.
         count: usize,

@@ -25,8 +25,12 @@
 //! - [`virtio`]: virtio-mmio devices at `kiln_abi::VIRTIO_MMIO_BASE`;
 //!   `--disk` images are virtio-blk ([`DiskConfig`]).
 //!
-//! Limits: one vCPU; one virtio device (a disk); no network yet; memory up to 3 GiB (the guest
-//! uses the first GiB); x86_64 hosts only.
+//! - Network: a virtio-net device ([`NetConfig`]) backed by rootless
+//!   user-mode networking (`kiln-user-net`, `-p` forwards) or a TAP device
+//!   ([`tap`]).
+//!
+//! Limits: one vCPU; at most `kiln_abi::VIRTIO_MMIO_SLOTS` virtio devices;
+//! memory up to 3 GiB (the guest uses the first GiB); x86_64 hosts only.
 
 pub mod child;
 mod devices;
@@ -35,6 +39,7 @@ mod elfcheck;
 mod error;
 mod ioapic;
 mod layout;
+pub mod tap;
 mod vcpu;
 pub mod virtio;
 
@@ -73,8 +78,21 @@ pub struct VmConfig {
     /// Disk images served as virtio-blk devices.
     pub disks: Vec<DiskConfig>,
     /// Host directories served as virtio-9p volumes (after the disks;
-    /// disks and volumes share `kiln_abi::VIRTIO_MMIO_SLOTS` slots).
+    /// disks, volumes and the network share `kiln_abi::VIRTIO_MMIO_SLOTS`
+    /// slots).
     pub volumes: Vec<VolumeConfig>,
+    /// The network device, if any (after the volumes).
+    pub net: Option<NetConfig>,
+}
+
+/// Where the guest's network device leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetConfig {
+    /// Rootless user-mode networking (`kiln-user-net`): the VMM
+    /// terminates the guest's flows; forwarded ports and outbound policy.
+    User(kiln_user_net::UserNetConfig),
+    /// A host TAP interface, by name.
+    Tap(String),
 }
 
 /// A host directory shared with the guest (`-v HOST:GUEST[:ro]`).
@@ -164,11 +182,11 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
         initrd,
         disks,
         volumes,
+        net,
     } = config;
-    if (disks.len() + volumes.len()) as u64 > kiln_abi::VIRTIO_MMIO_SLOTS {
-        return Err(VmmError::TooManyDevices {
-            count: disks.len() + volumes.len(),
-        });
+    let count = disks.len() + volumes.len() + usize::from(net.is_some());
+    if count as u64 > kiln_abi::VIRTIO_MMIO_SLOTS {
+        return Err(VmmError::TooManyDevices { count });
     }
     // Disk and volume problems are reported before KVM is touched.
     let mut devices: Vec<Box<dyn virtio::VirtioDevice>> = Vec::new();
@@ -181,6 +199,20 @@ pub fn run(config: VmConfig) -> Result<RunOutcome, VmmError> {
             &v.guest_dir,
             v.read_only,
         )?));
+    }
+    if let Some(net) = net {
+        let backend = match net {
+            NetConfig::User(cfg) => {
+                // The stack thread ends when the device drops its socket.
+                let (guest_end, _thread) = kiln_user_net::UserNet::bind(cfg)?.spawn()?;
+                virtio::net::Backend::User(guest_end)
+            }
+            NetConfig::Tap(name) => virtio::net::Backend::Tap(tap::open(&name)?),
+        };
+        devices.push(Box::new(
+            virtio::net::Net::new(backend, virtio::net::DEFAULT_MAC)
+                .map_err(VmmError::NetDevice)?,
+        ));
     }
     let console = Arc::new(Mutex::new(devices::LineFlushing::new(console)));
     let mut vm = vcpu::Vm::build(

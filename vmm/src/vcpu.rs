@@ -141,7 +141,17 @@ impl Vm {
                     vm: vm.clone(),
                     pin: usize::from(kiln_abi::VIRTIO_FIRST_IRQ) + slot,
                 };
-                (crate::virtio::mmio::MmioTransport::new(disk), line)
+                let raise_line = line.clone();
+                let raise: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+                    use vm_superio::Trigger;
+                    if let Err(e) = raise_line.trigger() {
+                        eprintln!("kiln-vmm: cannot interrupt the guest: {e}");
+                    }
+                });
+                (
+                    crate::virtio::mmio::MmioTransport::with_line(disk, raise),
+                    line,
+                )
             })
             .collect();
         Ok(Self {

@@ -104,6 +104,13 @@ pub struct ImageSection {
     /// A host directory packed into the initrd the guest mounts as `/`
     /// (relative to the app directory).
     pub rootfs: Option<PathBuf>,
+    /// Give the guest a network device (rootless user-mode networking
+    /// unless `kiln run --net` says otherwise). `-p` implies it.
+    #[serde(default)]
+    pub net: bool,
+    /// Ports forwarded by default, as `-p` takes them ("8080:80").
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// A guest log level.

@@ -72,6 +72,28 @@ pub struct RunArgs {
     /// `-v ./site:/data`; `:ro` refuses changes). Repeatable; every platform.
     #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]")]
     pub volumes: Vec<String>,
+    /// Forward a port of this host to the guest: `8080:80` makes
+    /// 127.0.0.1:8080 reach the guest's port 80 (`5353:53/udp` for UDP,
+    /// `0.0.0.0:8080:80` for every host address). Repeatable; implies
+    /// user-mode networking.
+    #[arg(short = 'p', long = "publish", value_name = "[ADDR:]HOST:GUEST[/udp]")]
+    pub publish: Vec<String>,
+    /// The guest's network: `user` (rootless user-mode networking, the
+    /// default when -p is given or Kiln.toml has `net = true`), `tap:NAME`
+    /// (an existing TAP interface), or `none`.
+    #[arg(long, value_name = "user|tap:NAME|none")]
+    pub net: Option<String>,
+    /// Let the guest open connections to other hosts (user-mode networking
+    /// refuses them unless this is given).
+    #[arg(long)]
+    pub allow_outbound: bool,
+    /// The guest's address, `ADDR/PREFIX` or `dhcp` (default 10.0.2.15/24,
+    /// the user-mode network's).
+    #[arg(long, value_name = "ADDR/PREFIX|dhcp")]
+    pub ip: Option<String>,
+    /// The guest's default gateway (default 10.0.2.2).
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<String>,
     /// Print build and boot phases with their timings (also KILN_LOG=debug).
     #[arg(long)]
     pub verbose: bool,

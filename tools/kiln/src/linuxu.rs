@@ -24,6 +24,7 @@ pub fn run(
     options: &[(&str, &str)],
     args: &[String],
     volumes: &[kiln_vmm::VolumeConfig],
+    network: &crate::runner::Network,
     timeout: Option<Duration>,
 ) -> anyhow::Result<Ending> {
     let mut cmd = Command::new(image);
@@ -57,6 +58,25 @@ pub fn run(
         kiln_abi::LINUXU_VOLUME_FIRST_FD as i32,
     )
     .context("cannot hand the volume channels to the guest")?;
+    // The network: user-mode networking's socket (the VMM's backend, run
+    // in this process) or a TAP device, at a fixed fd; SIGIO is its
+    // interrupt (docs/adr/0009).
+    let net_end: Option<std::os::fd::OwnedFd> = match network {
+        crate::runner::Network::None => None,
+        crate::runner::Network::User(cfg) => {
+            let (guest_end, _thread) = kiln_user_net::UserNet::bind(cfg.clone())?.spawn()?;
+            Some(guest_end.into())
+        }
+        crate::runner::Network::Tap(name) => Some(kiln_vmm::tap::open(name)?.into()),
+    };
+    if let Some(fd) = &net_end {
+        let fd = fd
+            .try_clone()
+            .context("cannot hand the network channel to the guest")?;
+        kiln_vmm::child::give_fds(&mut cmd, &[fd], kiln_abi::LINUXU_NET_FD as i32)
+            .context("cannot hand the network channel to the guest")?;
+        cmd.arg(format!("netchan={}", kiln_abi::LINUXU_NET_FD));
+    }
     for (k, v) in options {
         cmd.arg(if v.is_empty() {
             k.to_string()
@@ -64,6 +84,7 @@ pub fn run(
             format!("{k}={v}")
         });
     }
+    kiln_vmm::child::die_with_parent(&mut cmd);
     cmd.arg("--")
         .args(args)
         .stdin(Stdio::null())
@@ -74,6 +95,7 @@ pub fn run(
         .with_context(|| format!("cannot start {} as a linuxu process", image.display()))?;
     // The child has its copies; closing ours lets the servers see EOF.
     drop(guest_ends);
+    drop(net_end);
     // Forward the guest's stderr, noting a sandbox-violation report.
     let stderr = child.stderr.take().context("the guest's stderr")?;
     let watcher = std::thread::spawn(move || {

@@ -40,7 +40,9 @@ pub fn command(
     // and its command line carries only what kiln put there.
     cmd.args([
         "-M",
-        "microvm,pic=off,pit=off,rtc=on,auto-kernel-cmdline=off",
+        // acpi=off and ioapic2=off put transport n's interrupt on IOAPIC
+        // pin 5 + n, as on the embedded VMM.
+        "microvm,pic=off,pit=off,rtc=on,auto-kernel-cmdline=off,acpi=off,ioapic2=off",
     ]);
     if kvm {
         // -arch-capabilities: QEMU 7.2 aborts on MSR 0x10a here; +invtsc makes
@@ -72,7 +74,8 @@ pub fn command(
         // QEMU hands it to a PVH kernel as module 0 of start_info.
         cmd.arg("-initrd").arg(initrd);
     }
-    if !devices.disks.is_empty() || !devices.volumes.is_empty() {
+    let has_net = !matches!(devices.net, crate::runner::Network::None);
+    if !devices.disks.is_empty() || !devices.volumes.is_empty() || has_net {
         // Modern (virtio 1.x) transports: the guest drivers need them.
         cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
     }
@@ -98,16 +101,62 @@ pub fn command(
             &format!("virtio-9p-device,fsdev=vol{i},mount_tag={}", vol.guest_dir),
         ]);
     }
+    match &devices.net {
+        crate::runner::Network::None => {}
+        crate::runner::Network::User(cfg) => {
+            // QEMU's own user-mode networking (slirp): the same addresses
+            // as kiln-user-net, forwards as hostfwd rules; `restrict`
+            // refuses the guest's own connections, as kiln does.
+            let mut netdev = String::from("user,id=net0");
+            // QEMU's `restrict` also drops the guest's replies to UDP
+            // forwards, so it is only used without them.
+            let udp = cfg
+                .forwards
+                .iter()
+                .any(|f| f.protocol == kiln_user_net::Protocol::Udp);
+            if !cfg.allow_outbound && !udp {
+                netdev.push_str(",restrict=on");
+            } else if !cfg.allow_outbound {
+                eprintln!(
+                    "kiln: note: QEMU's user network cannot forward UDP while refusing the guest's own connections; on this run the guest can reach other hosts"
+                );
+            }
+            for f in &cfg.forwards {
+                let proto = match f.protocol {
+                    kiln_user_net::Protocol::Tcp => "tcp",
+                    kiln_user_net::Protocol::Udp => "udp",
+                };
+                netdev.push_str(&format!(
+                    ",hostfwd={proto}:{}:{}-:{}",
+                    f.host_addr, f.host_port, f.guest_port
+                ));
+            }
+            cmd.args(["-netdev", &netdev]);
+        }
+        crate::runner::Network::Tap(name) => {
+            cmd.args([
+                "-netdev",
+                &format!("tap,id=net0,ifname={name},script=no,downscript=no"),
+            ]);
+        }
+    }
+    if has_net {
+        cmd.args([
+            "-device",
+            "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
+        ]);
+    }
     cmd
 }
 
-/// Disks and volumes for QEMU's own virtio devices.
-#[derive(Default)]
+/// Disks, volumes and the network for QEMU's own virtio devices.
 pub struct Devices {
     /// `--disk` images.
     pub disks: Vec<kiln_vmm::DiskConfig>,
     /// `-v` volumes.
     pub volumes: Vec<kiln_vmm::VolumeConfig>,
+    /// The network.
+    pub net: crate::runner::Network,
 }
 
 /// A path inside a QEMU option value (commas are doubled).
@@ -125,9 +174,15 @@ pub fn run(
     timeout: Option<Duration>,
     verbose: bool,
 ) -> anyhow::Result<Ending> {
+    if let crate::runner::Network::User(cfg) = &devices.net {
+        // QEMU would only say "could not set up host forwarding rule":
+        // check the ports here and say which one is taken.
+        drop(kiln_user_net::UserNet::bind(cfg.clone())?);
+    }
     let kvm = kvm_usable();
     let mut cmd = command(image, memory_bytes, cmdline, initrd, devices, kvm);
     cmd.stdin(Stdio::null());
+    kiln_vmm::child::die_with_parent(&mut cmd);
     if verbose {
         eprintln!("kiln: {cmd:?}");
     }

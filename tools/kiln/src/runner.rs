@@ -256,8 +256,16 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
         _ => None,
     };
+    let network = resolve_network(&args, &manifest)?;
+    let (net_ip, net_gw) = guest_ip_options(&args, &network)?;
     let mut options: Vec<(&str, &str)> =
         log.as_deref().map(|l| vec![("log", l)]).unwrap_or_default();
+    if let Some(ip) = &net_ip {
+        options.push(("ip", ip));
+    }
+    if let Some(gw) = &net_gw {
+        options.push(("gw", gw));
+    }
     let initrd_path = initrd_file
         .as_ref()
         .map(|p| {
@@ -302,6 +310,11 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 initrd,
                 disks: disks.clone(),
                 volumes: volumes.clone(),
+                net: match &network {
+                    Network::None => None,
+                    Network::User(cfg) => Some(kiln_vmm::NetConfig::User(cfg.clone())),
+                    Network::Tap(name) => Some(kiln_vmm::NetConfig::Tap(name.clone())),
+                },
                 timeout,
                 console: Box::new(std::io::stdout()),
             })?;
@@ -323,7 +336,11 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             memory_bytes,
             &cmdline,
             initrd_file.as_deref(),
-            &crate::qemu::Devices { disks, volumes },
+            &crate::qemu::Devices {
+                disks,
+                volumes,
+                net: network,
+            },
             timeout,
             verbose,
         )?,
@@ -333,10 +350,109 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             &options,
             &guest_args,
             &volumes,
+            &network,
             timeout,
         )?,
     };
     Ok(report(&ending))
+}
+
+/// The guest's network, from `--net`, `-p`, `--allow-outbound` and
+/// Kiln.toml's `net` and `ports`.
+pub enum Network {
+    /// No network device.
+    None,
+    /// Rootless user-mode networking.
+    User(kiln_user_net::UserNetConfig),
+    /// A host TAP interface.
+    Tap(String),
+}
+
+fn resolve_network(args: &RunArgs, manifest: &Manifest) -> anyhow::Result<Network> {
+    let specs = if args.publish.is_empty() {
+        &manifest.image.ports
+    } else {
+        &args.publish
+    };
+    let forwards = specs
+        .iter()
+        .map(|s| {
+            s.parse::<kiln_user_net::PortForward>()
+                .map_err(|e| anyhow::anyhow!("-p {s}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let implied = !forwards.is_empty() || manifest.image.net || args.allow_outbound;
+    let mode = args
+        .net
+        .as_deref()
+        .unwrap_or(if implied { "user" } else { "none" });
+    match mode {
+        "none" => {
+            if !forwards.is_empty() {
+                bail!("-p forwards ports into the guest's network: drop --net none");
+            }
+            Ok(Network::None)
+        }
+        "user" => Ok(Network::User(kiln_user_net::UserNetConfig {
+            forwards,
+            allow_outbound: args.allow_outbound,
+        })),
+        m => match m.strip_prefix("tap:") {
+            Some(name) => {
+                if !args.publish.is_empty() {
+                    bail!(
+                        "-p forwards ports through user-mode networking; on --net {m} the guest is reached at its own address (--ip): drop -p"
+                    );
+                }
+                Ok(Network::Tap(name.to_string()))
+            }
+            None => bail!("--net {m}: use user, tap:NAME or none"),
+        },
+    }
+}
+
+/// The `ip=` and `gw=` kernel options for the guest (none without a
+/// network).
+fn guest_ip_options(
+    args: &RunArgs,
+    network: &Network,
+) -> anyhow::Result<(Option<String>, Option<String>)> {
+    if matches!(network, Network::None) {
+        if args.ip.is_some() || args.gateway.is_some() {
+            bail!(
+                "--ip and --gateway configure the guest's network, which it does not have: add -p or --net"
+            );
+        }
+        return Ok((None, None));
+    }
+    let ip = args.ip.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            kiln_user_net::GUEST_ADDR,
+            kiln_user_net::PREFIX_LEN
+        )
+    });
+    if ip == "dhcp" {
+        if args.gateway.is_some() {
+            bail!("--gateway comes from the DHCP server with --ip dhcp: drop --gateway");
+        }
+        return Ok((Some(ip), None));
+    }
+    let valid = ip.split_once('/').is_some_and(|(a, p)| {
+        a.parse::<std::net::Ipv4Addr>().is_ok()
+            && p.parse::<u8>().is_ok_and(|p| (1..=32).contains(&p))
+    });
+    if !valid {
+        bail!("--ip {ip}: give ADDR/PREFIX (e.g. 10.0.2.15/24) or dhcp");
+    }
+    let gw = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| kiln_user_net::GATEWAY_ADDR.to_string());
+    if gw.parse::<std::net::Ipv4Addr>().is_err() {
+        bail!("--gateway {gw}: give an IPv4 address (e.g. 10.0.2.2)");
+    }
+    Ok((Some(ip), Some(gw)))
 }
 
 /// Parses `HOST:GUEST[:ro]`.

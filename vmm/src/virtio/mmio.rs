@@ -74,12 +74,20 @@ pub struct MmioTransport<D> {
     driver_features: u64,
     queue_sel: u32,
     status: u32,
-    interrupt_status: u32,
+    interrupt_status: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    raise: std::sync::Arc<dyn Fn() + Send + Sync>,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
-    /// Puts `device` behind a fresh register block.
+    /// Puts `device` behind a fresh register block whose interrupt line
+    /// nothing raises (the caller raises it when `write` says so).
     pub fn new(device: D) -> Self {
+        Self::with_line(device, std::sync::Arc::new(|| {}))
+    }
+
+    /// Puts `device` behind a fresh register block; `raise` raises its
+    /// interrupt line (for devices that interrupt from their own thread).
+    pub fn with_line(device: D, raise: std::sync::Arc<dyn Fn() + Send + Sync>) -> Self {
         let queues = device
             .queue_max_sizes()
             .iter()
@@ -93,7 +101,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             driver_features: 0,
             queue_sel: 0,
             status: 0,
-            interrupt_status: 0,
+            interrupt_status: Default::default(),
+            raise,
         }
     }
 
@@ -109,7 +118,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// Whether the interrupt line should be asserted.
     pub fn interrupt_pending(&self) -> bool {
-        self.interrupt_status != 0
+        self.interrupt_status
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != 0
     }
 
     fn reset(&mut self) {
@@ -121,7 +132,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.driver_features = 0;
         self.queue_sel = 0;
         self.status = 0;
-        self.interrupt_status = 0;
+        self.interrupt_status
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        self.device.reset();
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {
@@ -155,7 +168,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
             },
             reg::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
             reg::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
-            reg::INTERRUPT_STATUS => self.interrupt_status,
+            reg::INTERRUPT_STATUS => self
+                .interrupt_status
+                .load(std::sync::atomic::Ordering::SeqCst),
             reg::STATUS => self.status,
             reg::CONFIG_GENERATION => 0,
             _ => 0,
@@ -217,14 +232,17 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 }
             }
             reg::QUEUE_NOTIFY => return self.notify(value as usize, mem),
-            reg::INTERRUPT_ACK => self.interrupt_status &= !value,
-            reg::STATUS => self.set_status(value),
+            reg::INTERRUPT_ACK => {
+                self.interrupt_status
+                    .fetch_and(!value, std::sync::atomic::Ordering::SeqCst);
+            }
+            reg::STATUS => self.set_status(value, mem),
             _ => {}
         }
         false
     }
 
-    fn set_status(&mut self, value: u32) {
+    fn set_status(&mut self, value: u32, mem: &GuestMemoryMmap) {
         if value == 0 {
             self.reset();
             return;
@@ -240,7 +258,15 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 value &= !device_status::FEATURES_OK;
             }
         }
+        let activating = value & device_status::DRIVER_OK != 0
+            && self.status & device_status::DRIVER_OK == 0
+            && value & device_status::FEATURES_OK != 0;
         self.status = value;
+        if activating {
+            let interrupt =
+                super::Interrupt::new(self.interrupt_status.clone(), self.raise.clone());
+            self.device.activate(&self.queues, mem, interrupt);
+        }
     }
 
     fn notify(&mut self, index: usize, mem: &GuestMemoryMmap) -> bool {
@@ -254,7 +280,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             return false;
         }
         if self.device.process_queue(index, queue, mem) {
-            self.interrupt_status |= INT_USED_BUFFER;
+            self.interrupt_status
+                .fetch_or(INT_USED_BUFFER, std::sync::atomic::Ordering::SeqCst);
             return true;
         }
         false

@@ -6,14 +6,19 @@
 //!   device sits behind, as `virtio_mmio.device=` on Linux describes it.
 //! - [`block::Block`]: virtio-blk backed by a host file.
 //! - [`fs9p::Volume`]: virtio-9p serving a host directory (`-v`).
+//! - [`net::Net`]: virtio-net, frames to and from a backend (user-mode
+//!   networking or a TAP device), receiving on its own thread.
 //!
 //! Queues are `virtio_queue::Queue` (rust-vmm): split rings only, no
-//! indirect descriptors offered, no event index. Limits: the transport
-//! processes a queue synchronously when the driver writes `QueueNotify`
-//! (on the vCPU thread); there is no ioeventfd or I/O thread yet.
+//! indirect descriptors offered, no event index. The transport processes
+//! a queue synchronously when the driver writes `QueueNotify` (on the vCPU
+//! thread); devices that also work on their own (the network's receive
+//! side) take their queues at `DRIVER_OK` ([`VirtioDevice::activate`])
+//! and interrupt through [`Interrupt`]. Limits: no ioeventfd.
 
 pub mod block;
 pub mod fs9p;
+pub mod net;
 
 pub mod mmio;
 
@@ -37,6 +42,38 @@ pub trait VirtioDevice: Send {
     /// Handles what the driver made available on queue `index`; returns
     /// whether the driver should be interrupted.
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
+    /// The driver set `DRIVER_OK`: a device that works on its own (not
+    /// only on notifications) takes copies of the configured `queues` and
+    /// interrupts through `interrupt` from then on.
+    fn activate(&mut self, _queues: &[Queue], _mem: &GuestMemoryMmap, _interrupt: Interrupt) {}
+    /// The driver reset the device: stop using the queues.
+    fn reset(&mut self) {}
+}
+
+/// How a device interrupts its driver from any thread: it sets the
+/// "used buffer" bit of the transport's interrupt status and raises the
+/// device's line.
+#[derive(Clone)]
+pub struct Interrupt {
+    status: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    raise: std::sync::Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Interrupt {
+    /// An interrupt that sets bits in `status` and calls `raise`.
+    pub fn new(
+        status: std::sync::Arc<std::sync::atomic::AtomicU32>,
+        raise: std::sync::Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        Self { status, raise }
+    }
+
+    /// Signals used buffers.
+    pub fn used_buffer(&self) {
+        self.status
+            .fetch_or(mmio::INT_USED_BUFFER, std::sync::atomic::Ordering::SeqCst);
+        (self.raise)();
+    }
 }
 
 impl VirtioDevice for Box<dyn VirtioDevice> {
@@ -54,6 +91,12 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     }
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
         self.as_mut().process_queue(index, queue, mem)
+    }
+    fn activate(&mut self, queues: &[Queue], mem: &GuestMemoryMmap, interrupt: Interrupt) {
+        self.as_mut().activate(queues, mem, interrupt);
+    }
+    fn reset(&mut self) {
+        self.as_mut().reset();
     }
 }
 
