@@ -22,6 +22,7 @@ cargo build -q --release -p kiln
 KILN=$PWD/target/release/kiln
 $KILN build -q apps/httpd >/dev/null 2>&1
 tmp=$(mktemp -d)
+chmod 755 "$tmp"
 NS=kilnbench$$
 pids=()
 cleanup() {
@@ -31,6 +32,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+[ -n "${KEEP_TMP:-}" ] && echo "tmp: $tmp"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "bench/http.sh: $1 never answered" >&2; exit 1; }
 # wrk's summary -> "REQS_PER_SEC P99_MS ERRORS"
@@ -96,7 +98,7 @@ CONF
 nginx -c "$tmp/nginx.conf"
 URL="http://127.0.0.1:$nginx_port/"
 wait_http "$URL"
-cmp -s <(curl -s "$URL") "$tmp/index.html" || { echo "bench/http.sh: nginx serves other bytes" >&2; exit 1; }
+curl -s "$URL" | cmp -s - "$tmp/index.html" || { echo "bench/http.sh: nginx serves other bytes" >&2; exit 1; }
 read -r nginx_rps nginx_p99 nginx_err < <(run_wrk)
 
 echo "http benchmark, $(date -u +%Y-%m-%d), wrk -t1 -c$CONNS -d${DURATION}s, page of $(wc -c <"$tmp/index.html") bytes"

@@ -4,7 +4,7 @@
 # executable (--cfg kiln_guest --cfg kiln_linuxu). Own target directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-guest_packages=(-p kiln-hal -p kiln-rt -p hello -p panic -p fault -p hang -p selftest -p ktest -p prodcons -p bench-core -p kiln-rootfs -p fsdemo -p kiln-virtio-blk -p diskdemo -p bench-disk -p diskfs -p kiln-fs-ext2 -p kiln-virtio -p kiln-fs-9p -p kiln-netdev -p kiln-virtio-net -p kiln-net -p kiln-http -p httpd -p netdemo)
+guest_packages=(-p kiln-hal -p kiln-rt -p hello -p panic -p fault -p hang -p selftest -p ktest -p prodcons -p bench-core -p kiln-rootfs -p fsdemo -p kiln-virtio-blk -p diskdemo -p bench-disk -p diskfs -p kiln-fs-ext2 -p kiln-virtio -p kiln-fs-9p -p kiln-netdev -p kiln-virtio-net -p kiln-net -p kiln-http -p httpd -p netdemo -p fileserver)
 for variant in pvh linuxu; do
     flags=(--cfg kiln_guest -C panic=abort)
     [ "$variant" = linuxu ] && flags+=(--cfg kiln_linuxu)

@@ -7,7 +7,7 @@
 //!
 //! - `GET /` (and `HEAD`): a static HTML page;
 //! - `GET /api/status`: a small JSON document (requests and connections
-//!   served, connections open, uptime);
+//!   served, uptime, heap bytes in use and at peak);
 //! - `POST /shutdown` with `--admin`: answers, then exits 0 (tests);
 //! - any other path: 404; another method on a known path: 405;
 //! - a malformed request: its 4xx/5xx (from `kiln-http`), then the
@@ -238,11 +238,12 @@ fn route(
             .body(PAGE),
         "/api/status" if get => {
             let uptime_ms = (kiln_rt::hal::time::now_ns() - stats.started_ns) / 1_000_000;
+            let heap = kiln_rt::heap::app_stats();
             Response::new(200)
                 .content_type("application/json")
                 .body(format!(
-                    "{{\"server\":\"kiln\",\"requests\":{},\"connections\":{},\"uptime_ms\":{}}}\n",
-                    stats.requests, stats.connections, uptime_ms
+                    "{{\"server\":\"kiln\",\"requests\":{},\"connections\":{},\"uptime_ms\":{},\"heap_used_bytes\":{},\"heap_peak_bytes\":{}}}\n",
+                    stats.requests, stats.connections, uptime_ms, heap.used_bytes, heap.peak_bytes
                 ))
         }
         "/shutdown" if admin && request.method == Method::Post => {

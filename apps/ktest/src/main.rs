@@ -24,6 +24,7 @@ const SUITES: &[Suite] = &[
     kiln_sched_coop::ktests::SUITE,
     kiln_sched_preempt::ktests::COMMON,
     kiln_sched_preempt::ktests::SUITE,
+    kiln_net::ktests::SUITE,
 ];
 
 fn main(args: &[&str]) -> i32 {

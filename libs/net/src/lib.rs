@@ -33,6 +33,8 @@
 extern crate alloc;
 
 mod device;
+#[cfg(feature = "ktest")]
+pub mod ktests;
 pub mod tcp;
 pub mod udp;
 

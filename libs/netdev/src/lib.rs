@@ -59,12 +59,13 @@ pub struct Loopback {
     rx: Arc<spin::Mutex<VecDeque<Vec<u8>>>>,
     tx: Arc<spin::Mutex<VecDeque<Vec<u8>>>>,
     event: &'static Event,
+    peer_event: &'static Event,
 }
 
 impl Loopback {
     /// Two connected ends with MACs `a` and `b`; each end's frames are the
-    /// other's received frames. `events` are what each end's waiter waits
-    /// on (signalled when the other end transmits).
+    /// other's received frames. `events` are what each end's stack waits
+    /// on (an end signals the other's when it transmits).
     pub fn pair(a: [u8; 6], b: [u8; 6], events: [&'static Event; 2]) -> (Self, Self) {
         let one = Arc::new(spin::Mutex::new(VecDeque::new()));
         let two = Arc::new(spin::Mutex::new(VecDeque::new()));
@@ -74,12 +75,14 @@ impl Loopback {
                 rx: one.clone(),
                 tx: two.clone(),
                 event: events[0],
+                peer_event: events[1],
             },
             Self {
                 mac: b,
                 rx: two,
                 tx: one,
                 event: events[1],
+                peer_event: events[0],
             },
         )
     }
@@ -102,6 +105,7 @@ impl NetDevice for Loopback {
 
     fn transmit(&mut self, frame: &[u8]) -> bool {
         self.tx.lock().push_back(frame.to_vec());
+        self.peer_event.signal();
         true
     }
 

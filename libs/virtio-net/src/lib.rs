@@ -72,8 +72,13 @@ static EVENT: spin::Once<Option<Event>> = spin::Once::new();
 /// acknowledges: QEMU's line is level-triggered and stays up until then).
 static TRANSPORT: spin::Once<Transport> = spin::Once::new();
 
+/// Whether the handler acknowledges (see `Transport::needs_interrupt_ack`).
+static NEEDS_ACK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
 fn on_interrupt(_: &mut kiln_rt::hal::upcall::UpcallFrame) {
-    if let Some(t) = TRANSPORT.get() {
+    if NEEDS_ACK.load(core::sync::atomic::Ordering::Relaxed)
+        && let Some(t) = TRANSPORT.get()
+    {
         t.ack_interrupt();
     }
     if let Some(Some(e)) = EVENT.get() {
@@ -151,6 +156,10 @@ impl VirtioNet {
             .as_ref()
             .ok_or(VirtioNetError::Interrupt)?;
         let line = transport.irq_line();
+        NEEDS_ACK.store(
+            transport.needs_interrupt_ack(),
+            core::sync::atomic::Ordering::Relaxed,
+        );
         let mut dev = Self {
             rx_buffer_of: alloc::vec![0; usize::from(rx.size())],
             tx_buffer_of: alloc::vec![0; usize::from(tx.size())],

@@ -42,6 +42,9 @@ const QUEUE_SIZE: u16 = 8;
 const R_MAGIC: u64 = 0x000;
 const R_VERSION: u64 = 0x004;
 const R_DEVICE_ID: u64 = 0x008;
+const R_VENDOR_ID: u64 = 0x00c;
+/// The embedded VMM's vendor ID ("KILN").
+const KILN_VENDOR_ID: u32 = 0x4b49_4c4e;
 const R_DEVICE_FEATURES: u64 = 0x010;
 const R_DEVICE_FEATURES_SEL: u64 = 0x014;
 const R_DRIVER_FEATURES: u64 = 0x020;
@@ -181,6 +184,15 @@ impl Transport {
     /// The features both sides agreed on.
     pub fn features(&self) -> u64 {
         self.features
+    }
+
+    /// Whether the device's interrupt must be acknowledged before it can
+    /// fire again: QEMU's virtio-mmio line is level-triggered (it stays up
+    /// until acknowledged, and the IOAPIC entry is edge-triggered), while
+    /// the embedded VMM sends one message per event, so acknowledging
+    /// there would only cost two register exits per interrupt.
+    pub fn needs_interrupt_ack(&self) -> bool {
+        self.regs.read32(R_VENDOR_ID) != KILN_VENDOR_ID
     }
 
     /// The interrupt line (IOAPIC pin) the device raises: slot `n` of the

@@ -101,3 +101,20 @@ unsafe impl<H: HeapAllocator + Default> GlobalAlloc for GlobalHeap<H> {
         self.with(|h| h.dealloc(ptr.expose_provenance(), layout));
     }
 }
+
+/// The statistics of the heap the app named in `kiln_rt::main!` (all
+/// zero in host builds), e.g. for a server's status page or a soak test.
+pub fn app_stats() -> HeapStats {
+    #[cfg(kiln_guest)]
+    {
+        unsafe extern "Rust" {
+            /// Defined by `kiln_rt::main!`.
+            fn __kiln_heap_stats() -> HeapStats;
+        }
+        // SAFETY: `main!` defines `__kiln_heap_stats` with exactly this
+        // signature; an image without it does not link.
+        unsafe { __kiln_heap_stats() }
+    }
+    #[cfg(not(kiln_guest))]
+    HeapStats::default()
+}

@@ -429,3 +429,114 @@ fn an_app_without_a_network_device_says_how_to_get_one() {
         "{text}"
     );
 }
+
+/// Sends a raw request with `body` and returns the status line's code.
+fn status_of(port: u16, method: &str, path: &str, body: &[u8]) -> String {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let reply = exchange(port, &req);
+    reply.get(9..12).unwrap_or("").to_string()
+}
+
+#[test]
+fn fileserver_serves_a_host_volume_and_keeps_it_confined() {
+    for platform in platforms("fileserver over -v") {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(site.join("sub")).unwrap();
+        std::fs::write(site.join("index.txt"), "hello site\n").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "host secret\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), site.join("abs-link")).unwrap();
+        std::os::unix::fs::symlink("../secret.txt", site.join("rel-link")).unwrap();
+        for ro in [false, true] {
+            let port = free_port();
+            let p = format!("{port}:80");
+            let v = format!("{}:/data{}", site.display(), if ro { ":ro" } else { "" });
+            let guest = Guest::start(
+                "fileserver",
+                platform,
+                &[
+                    "-p",
+                    &p,
+                    "-v",
+                    &v,
+                    "--timeout",
+                    "120",
+                    "--",
+                    "/data",
+                    "--admin",
+                ],
+                "fileserver: serving /data",
+            );
+            let listing = get(port, "/");
+            assert!(listing.starts_with("HTTP/1.1 200"), "{platform}: {listing}");
+            assert!(
+                listing.contains("index.txt") && listing.contains("sub/"),
+                "{platform}: {listing}"
+            );
+            let file = get(port, "/index.txt");
+            assert!(file.ends_with("\r\n\r\nhello site\n"), "{platform}: {file}");
+            assert_eq!(
+                status_of(port, "GET", "/missing.txt", b""),
+                "404",
+                "{platform}"
+            );
+            for escape in [
+                "/../secret.txt",
+                "/%2e%2e/secret.txt",
+                "/sub/../../secret.txt",
+            ] {
+                assert_eq!(
+                    status_of(port, "GET", escape, b""),
+                    "400",
+                    "{platform}: {escape}"
+                );
+            }
+            for link in ["/abs-link", "/rel-link"] {
+                let reply = get(port, link);
+                assert!(
+                    !reply.contains("host secret"),
+                    "{platform}: {link} reached the host file"
+                );
+                assert!(
+                    !reply.starts_with("HTTP/1.1 200"),
+                    "{platform}: {link}: {reply}"
+                );
+            }
+            let put = status_of(port, "PUT", "/sub/new.txt", b"from the guest\n");
+            if ro {
+                assert_eq!(put, "403", "{platform}: PUT on a read-only volume");
+                assert!(!site.join("sub/new.txt").exists(), "{platform}");
+                assert_eq!(status_of(port, "PUT", "/index.txt", b"changed"), "403");
+                assert_eq!(
+                    std::fs::read_to_string(site.join("index.txt")).unwrap(),
+                    "hello site\n"
+                );
+            } else {
+                assert_eq!(put, "201", "{platform}");
+                assert_eq!(
+                    std::fs::read_to_string(site.join("sub/new.txt")).unwrap(),
+                    "from the guest\n",
+                    "{platform}: the host sees the PUT"
+                );
+                assert_eq!(status_of(port, "PUT", "/sub/new.txt", b"again\n"), "200");
+                assert_eq!(
+                    std::fs::read_to_string(site.join("sub/new.txt")).unwrap(),
+                    "again\n"
+                );
+                std::fs::remove_file(site.join("sub/new.txt")).unwrap();
+            }
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join("secret.txt")).unwrap(),
+                "host secret\n"
+            );
+            assert_eq!(status_of(port, "POST", "/shutdown", b""), "200");
+            let (code, out) = guest.finish();
+            assert_eq!(code, 0, "{platform}: {out}");
+        }
+    }
+}
