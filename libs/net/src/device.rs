@@ -61,6 +61,12 @@ impl phy::Device for Adapter {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MAX_FRAME_BYTES;
+        if self.dev.checksum_offload() {
+            // The device checksums what we send; received frames are
+            // still verified.
+            caps.checksum.tcp = smoltcp::phy::Checksum::Rx;
+            caps.checksum.udp = smoltcp::phy::Checksum::Rx;
+        }
         caps
     }
 }

@@ -195,6 +195,11 @@ impl IpConfig {
 /// Receive and send buffer sizes of each TCP socket.
 const TCP_RX_BYTES: usize = 32 * 1024;
 const TCP_TX_BYTES: usize = 32 * 1024;
+/// How long the stack thread polls the device after work before it sleeps
+/// until an interrupt.
+const BUSY_POLL_US: u64 = 1000;
+/// A connection whose peer stops answering is aborted after this long.
+const TCP_TIMEOUT_SECS: u64 = 60;
 /// A connection closed by the app is aborted if it lingers this long.
 const LINGER_NS: u64 = 30_000_000_000;
 /// First ephemeral port.
@@ -360,6 +365,9 @@ impl Stack {
             stcp::SocketBuffer::new(buffer(TCP_TX_BYTES)?),
         );
         s.set_nagle_enabled(false);
+        // A peer that stops answering (a half-open handshake, unacknowledged
+        // data) is given up on, so such sockets are freed.
+        s.set_timeout(Some(smoltcp::time::Duration::from_secs(TCP_TIMEOUT_SECS)));
         Ok(self.sockets.add(s))
     }
 
@@ -391,6 +399,9 @@ impl Stack {
 struct Shared {
     stack: Mutex<Stack>,
     wakeup: &'static Event,
+    /// When the stack thread will poll next on its own (ns; 0 while it
+    /// runs, `u64::MAX` when it waits for an interrupt only).
+    netd_wakes_at_ns: core::sync::atomic::AtomicU64,
 }
 
 /// A handle on the network stack (cheap to clone; all clones share it).
@@ -533,6 +544,7 @@ impl Net {
                     config_waiters: Vec::new(),
                 }),
                 wakeup,
+                netd_wakes_at_ns: core::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -557,15 +569,41 @@ impl Net {
                 let mut s = self.shared.stack.lock();
                 s.dev.dev.disarm_wakeup();
                 s.poll();
+                drop(s);
+                // Busy-poll briefly (letting the app threads run) before
+                // sleeping: under load the next frame comes without an
+                // interrupt.
+                let until = now_ns() + BUSY_POLL_US * 1000;
+                let mut more = false;
+                while now_ns() < until {
+                    thread::yield_now();
+                    if self.shared.stack.lock().dev.dev.has_rx() {
+                        more = true;
+                        break;
+                    }
+                }
+                if more {
+                    continue;
+                }
+                let mut s = self.shared.stack.lock();
+                s.poll();
                 if !s.dev.dev.arm_wakeup() {
                     continue; // a frame came in meanwhile
                 }
                 let Stack { iface, sockets, .. } = &mut *s;
-                iface.poll_delay(now(), sockets).map(|d| d.total_micros())
+                let delay_us = iface.poll_delay(now(), sockets).map(|d| d.total_micros());
+                self.shared.netd_wakes_at_ns.store(
+                    delay_us.map_or(u64::MAX, |us| now_ns().saturating_add(us * 1000)),
+                    core::sync::atomic::Ordering::SeqCst,
+                );
+                delay_us
             };
             if delay_us != Some(0) {
                 self.shared.wakeup.wait_timeout_us(delay_us);
             }
+            self.shared
+                .netd_wakes_at_ns
+                .store(0, core::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -586,6 +624,7 @@ impl Net {
                 let mut s = self.shared.stack.lock();
                 let r = attempt(&mut s, &waker);
                 s.poll();
+                self.kick_netd_if_needed(&mut s);
                 r
             };
             if let Some(r) = result {
@@ -612,7 +651,29 @@ impl Net {
         let mut s = self.shared.stack.lock();
         let r = f(&mut s);
         s.poll();
+        self.kick_netd_if_needed(&mut s);
         r
+    }
+
+    /// Wakes the stack thread when an app thread's poll started a timer
+    /// (a retransmission, an ARP request) due before the thread's own
+    /// wake-up: otherwise it would sleep past it.
+    fn kick_netd_if_needed(&self, s: &mut Stack) {
+        let Stack { iface, sockets, .. } = s;
+        let Some(at) = iface.poll_at(now(), sockets) else {
+            return;
+        };
+        let at_ns = u64::try_from(at.total_micros())
+            .unwrap_or(0)
+            .saturating_mul(1000);
+        if at_ns
+            < self
+                .shared
+                .netd_wakes_at_ns
+                .load(core::sync::atomic::Ordering::SeqCst)
+        {
+            self.shared.wakeup.signal();
+        }
     }
 
     /// Waits until one of `items` is ready as asked (or `timeout_us`

@@ -55,12 +55,24 @@ impl Net {
             }
             let mut handles = Vec::new();
             for _ in 0..IDLE_LISTENERS {
-                let h = s.new_tcp()?;
-                if s.sockets.get_mut::<tcp::Socket>(h).listen(port).is_err() {
-                    s.sockets.remove(h);
-                    return Err(NetError::InvalidInput);
+                let made = s.new_tcp().and_then(|h| {
+                    match s.sockets.get_mut::<tcp::Socket>(h).listen(port) {
+                        Ok(()) => Ok(h),
+                        Err(_) => {
+                            s.sockets.remove(h);
+                            Err(NetError::InvalidInput)
+                        }
+                    }
+                });
+                match made {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        for h in handles {
+                            s.sockets.remove(h);
+                        }
+                        return Err(e);
+                    }
                 }
-                handles.push(h);
             }
             s.listeners.insert(
                 port,

@@ -49,6 +49,17 @@ pub trait NetDevice: Send {
     fn arm_wakeup(&mut self) -> bool;
     /// Stops receive interrupts again (the stack polls while busy).
     fn disarm_wakeup(&mut self);
+    /// Whether a received frame is waiting, checked without side effects
+    /// (the stack polls this for a short while before it sleeps; `false`
+    /// when the device cannot tell cheaply).
+    fn has_rx(&self) -> bool {
+        false
+    }
+    /// Whether the device computes TCP and UDP checksums of sent frames
+    /// (then the stack leaves them zero).
+    fn checksum_offload(&self) -> bool {
+        false
+    }
     /// The event the receive interrupt signals.
     fn wakeup(&self) -> &'static Event;
 }

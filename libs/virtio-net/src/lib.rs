@@ -1,7 +1,7 @@
 //! # kiln-virtio-net — the virtio-net driver
 //!
 //! [`VirtioNet::probe`] finds a virtio-net device (type 1), negotiates
-//! `VERSION_1`, `MAC` and `MRG_RXBUF` where offered, sets up the receive
+//! `VERSION_1`, `MAC`, `MRG_RXBUF`, `CSUM` and `GUEST_CSUM` where offered, sets up the receive
 //! queue (0) full of 2 KiB buffers and the transmit queue (1), and routes
 //! the device's interrupt line to an [`Event`]. It implements
 //! [`kiln_netdev::NetDevice`] for `kiln-net`:
@@ -16,10 +16,14 @@
 //!   [`NetDevice::arm_wakeup`] before it sleeps.
 //!
 //! Neighbours: `kiln-virtio` (transport, virtqueues), `kiln-netdev` (the
-//! trait), the embedded VMM's and QEMU's virtio-net devices. Limits: one
-//! device per image; no checksum or segmentation offload is negotiated
-//! (frames carry full checksums: the device never has to finish them);
-//! no control queue.
+//! trait), the embedded VMM's and QEMU's virtio-net devices.
+//!
+//! Checksums: with `CSUM` the stack leaves TCP and UDP checksums to the
+//! device ([`offload_fields`] seeds the pseudo-header sum and the header
+//! says where); with `GUEST_CSUM` a received frame may carry a partial
+//! checksum, which [`complete_checksum`] finishes. QEMU offers both; the
+//! embedded VMM neither (its frames always carry full checksums). Limits:
+//! one device per image; no segmentation offload; no control queue.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
@@ -34,6 +38,14 @@ use kiln_virtio::{Buf, Transport, VirtioError, Virtqueue};
 
 /// The virtio device type of a network card.
 pub const DEVICE_TYPE: u32 = 1;
+/// `VIRTIO_NET_F_CSUM`: the device completes partial checksums the driver
+/// sends.
+pub const F_CSUM: u64 = 1 << 0;
+/// `VIRTIO_NET_F_GUEST_CSUM`: the device may send frames with partial
+/// checksums, which the driver completes.
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+const HDR_F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_F_MAC`: the device has a MAC address in its config space.
 pub const F_MAC: u64 = 1 << 5;
 /// `VIRTIO_NET_F_MRG_RXBUF`: a received frame may span several buffers.
@@ -123,6 +135,8 @@ pub struct VirtioNet {
     tx_free: Vec<u16>,
     mac: [u8; 6],
     mergeable: bool,
+    /// The device checksums TCP and UDP (the stack leaves it to us).
+    tx_csum: bool,
     rx_refilled: bool,
     tx_queued: bool,
     event: &'static Event,
@@ -134,8 +148,8 @@ impl VirtioNet {
         if TRANSPORT.get().is_some() {
             return Err(VirtioNetError::Virtio(VirtioError::NoDevice));
         }
-        let transport =
-            Transport::probe(DEVICE_TYPE, F_MAC | F_MRG_RXBUF).map_err(VirtioNetError::Virtio)?;
+        let transport = Transport::probe(DEVICE_TYPE, F_MAC | F_MRG_RXBUF | F_CSUM | F_GUEST_CSUM)
+            .map_err(VirtioNetError::Virtio)?;
         let transport: &'static Transport = TRANSPORT.call_once(|| transport);
         let rx = transport
             .add_queue(RX, QUEUE_ENTRIES)
@@ -171,6 +185,7 @@ impl VirtioNet {
             tx_buffers,
             mac,
             mergeable: features & F_MRG_RXBUF != 0,
+            tx_csum: features & F_CSUM != 0,
             rx_refilled: false,
             tx_queued: false,
             event,
@@ -182,9 +197,11 @@ impl VirtioNet {
         // polls while busy.
         dev.tx.suppress_interrupts(true);
         dev.rx.suppress_interrupts(true);
+        // The interrupt is routed before the device goes live: a failure
+        // after `start` would free rings the device is already using.
+        kiln_rt::hal::irq::register(line, on_interrupt).map_err(|_| VirtioNetError::Interrupt)?;
         dev.transport.start();
         dev.transport.notify(RX);
-        kiln_rt::hal::irq::register(line, on_interrupt).map_err(|_| VirtioNetError::Interrupt)?;
         Ok(dev)
     }
 
@@ -254,6 +271,12 @@ impl NetDevice for VirtioNet {
                 let _ = self.post_rx(more);
             }
             if fits && total > 0 {
+                if header[0] & HDR_F_NEEDS_CSUM != 0 {
+                    // A partial checksum (only with GUEST_CSUM): finish it.
+                    let start = u16::from_le_bytes([header[6], header[7]]);
+                    let offset = u16::from_le_bytes([header[8], header[9]]);
+                    complete_checksum(&mut buf[..total], usize::from(start), usize::from(offset));
+                }
                 return Some(total);
             }
             // Empty or oversized: dropped; try the next one.
@@ -261,7 +284,7 @@ impl NetDevice for VirtioNet {
     }
 
     fn transmit(&mut self, frame: &[u8]) -> bool {
-        if frame.len() > MAX_FRAME_BYTES.max(BUFFER_BYTES - HEADER_BYTES) {
+        if frame.len() > MAX_FRAME_BYTES.min(BUFFER_BYTES - HEADER_BYTES) {
             return false;
         }
         self.reclaim_tx();
@@ -270,8 +293,25 @@ impl NetDevice for VirtioNet {
         };
         let base = usize::from(index) * BUFFER_BYTES;
         let region = &self.tx_buffers.region;
-        region.write(base, &[0u8; HEADER_BYTES]);
+        let mut header = [0u8; HEADER_BYTES];
+        let offload = if self.tx_csum {
+            offload_fields(frame)
+        } else {
+            None
+        };
+        if let Some((start, offset, _)) = offload {
+            header[0] = HDR_F_NEEDS_CSUM;
+            header[6..8].copy_from_slice(&start.to_le_bytes());
+            header[8..10].copy_from_slice(&offset.to_le_bytes());
+        }
+        region.write(base, &header);
         region.write(base + HEADER_BYTES, frame);
+        if let Some((start, offset, pseudo)) = offload {
+            // The device adds the sum of the bytes from `start` to what the
+            // checksum field holds: the pseudo-header's sum.
+            let at = base + HEADER_BYTES + usize::from(start) + usize::from(offset);
+            region.write(at, &pseudo.to_be_bytes());
+        }
         let buf = self
             .tx_buffers
             .buf(usize::from(index), HEADER_BYTES + frame.len(), false);
@@ -306,7 +346,177 @@ impl NetDevice for VirtioNet {
         self.rx.suppress_interrupts(true);
     }
 
+    fn checksum_offload(&self) -> bool {
+        self.tx_csum
+    }
+
+    fn has_rx(&self) -> bool {
+        self.rx.has_used()
+    }
+
     fn wakeup(&self) -> &'static Event {
         self.event
+    }
+}
+
+/// Adds `data` as big-endian 16-bit words (an odd last byte padded with
+/// zero) to `sum`.
+fn sum16(mut sum: u64, data: &[u8]) -> u64 {
+    for pair in data.chunks(2) {
+        let hi = pair[0];
+        let lo = pair.get(1).copied().unwrap_or(0);
+        sum += u64::from(u16::from_be_bytes([hi, lo]));
+    }
+    sum
+}
+
+/// Folds a sum into 16 bits, ones' complement.
+fn fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Finishes a partial checksum (`NEEDS_CSUM`): the field at
+/// `start + offset` holds the pseudo-header's sum; the checksum of
+/// everything from `start` goes there. Returns `false` (frame unchanged)
+/// when the offsets do not fit the frame.
+pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool {
+    let Some(at) = start.checked_add(offset).filter(|at| at + 2 <= frame.len()) else {
+        return false;
+    };
+    let sum = !fold(sum16(0, &frame[start..]));
+    // 0 and 0xffff are the same in ones' complement; UDP reserves 0.
+    let sum = if sum == 0 { 0xffff } else { sum };
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    true
+}
+
+/// For an Ethernet/IPv4 TCP or UDP frame whose checksum field is zero
+/// (smoltcp leaves it so when the device checksums): where the checksum
+/// covers from (`csum_start`), where the field is within it
+/// (`csum_offset`), and the pseudo-header's folded sum to seed it with.
+/// `None` for anything else (ARP, ICMP, fragments, short frames).
+pub fn offload_fields(frame: &[u8]) -> Option<(u16, u16, u16)> {
+    const ETH: usize = 14;
+    if frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = frame.get(ETH..)?;
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+        return None;
+    }
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        return None; // a fragment
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let offset: u16 = match ip[9] {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    if total < ihl || total > ip.len() || ihl + usize::from(offset) + 2 > total {
+        return None;
+    }
+    let l4_len = (total - ihl) as u64;
+    let pseudo = sum16(0, &ip[12..20]) + u64::from(ip[9]) + l4_len;
+    Some(((ETH + ihl) as u16, offset, fold(pseudo)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sum itself, on a known answer: the IPv4 header example of RFC
+    /// 1071's tutorials (checksum 0xb861).
+    #[test]
+    fn the_internet_checksum_matches_a_known_answer() {
+        let header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(!fold(sum16(0, &header)), 0xb861);
+    }
+
+    /// An Ethernet/IPv4/UDP frame 10.0.2.15:7 -> 10.0.2.2:9 with its full
+    /// checksum computed the straightforward way.
+    fn udp_frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = alloc::vec![0u8; 14];
+        f[12] = 0x08;
+        let total = 20 + 8 + payload.len();
+        let mut ip = alloc::vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0
+        ];
+        ip.extend_from_slice(&[10, 0, 2, 15, 10, 0, 2, 2]);
+        let ip_sum = !fold(sum16(0, &ip));
+        ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let len = 8 + payload.len();
+        f.extend_from_slice(&[0, 7, 0, 9, (len >> 8) as u8, len as u8, 0, 0]);
+        f.extend_from_slice(payload);
+        // The full checksum, the straightforward way.
+        let pseudo = sum16(0, &f[26..34]) + 17 + len as u64;
+        let sum = !fold(sum16(pseudo, &f[34..]));
+        f[40..42].copy_from_slice(&sum.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn offloaded_then_completed_checksums_match_the_full_one() {
+        for payload in [&b""[..], b"x", b"hello, checksum", &[0xff; 999]] {
+            let full = udp_frame(payload);
+            let mut partial = full.clone();
+            partial[40..42].copy_from_slice(&[0, 0]); // as smoltcp leaves it
+            let (start, offset, pseudo) = offload_fields(&partial).unwrap();
+            assert_eq!((start, offset), (34, 6));
+            partial[40..42].copy_from_slice(&pseudo.to_be_bytes());
+            assert!(complete_checksum(&mut partial, start.into(), offset.into()));
+            assert_eq!(partial, full, "payload of {} bytes", payload.len());
+        }
+    }
+
+    #[test]
+    fn only_ipv4_tcp_and_udp_are_offloaded() {
+        let udp = udp_frame(b"abc");
+        let mut arp = udp.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(offload_fields(&arp), None);
+        let mut icmp = udp.clone();
+        icmp[23] = 1;
+        assert_eq!(offload_fields(&icmp), None);
+        let mut fragment = udp.clone();
+        fragment[20] = 0x20; // more fragments
+        assert_eq!(offload_fields(&fragment), None);
+        let mut tcp = udp.clone();
+        tcp[23] = 6;
+        tcp[16..18].copy_from_slice(&[0, 60]);
+        tcp.resize(14 + 60, 0);
+        assert_eq!(offload_fields(&tcp).map(|f| (f.0, f.1)), Some((34, 16)));
+        for cut in 0..udp.len() {
+            let _ = offload_fields(&udp[..cut]); // never panics
+        }
+        assert_eq!(offload_fields(&udp[..30]), None);
+    }
+
+    #[test]
+    fn offsets_outside_the_frame_leave_it_alone() {
+        let mut f = udp_frame(b"abc");
+        let before = f.clone();
+        assert!(!complete_checksum(&mut f, 40, 5));
+        assert!(!complete_checksum(&mut f, usize::MAX, 2));
+        assert_eq!(f, before);
     }
 }

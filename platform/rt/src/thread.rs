@@ -261,7 +261,9 @@ fn on_timer(frame: &mut UpcallFrame) {
     let now = kiln_hal::time::now_ns();
     let next_wake = NEXT_WAKE_NS.load(Ordering::SeqCst);
     let ran_us = now.saturating_sub(PICKED_AT_NS.load(Ordering::SeqCst)) / 1000;
-    let sleeper_due = next_wake <= now;
+    // A signalled event's waiter is due as a sleeper would be.
+    let sleeper_due = next_wake <= now
+        || EVENT_PENDING.load(Ordering::SeqCst) & EVENT_WAITED.load(Ordering::SeqCst) != 0;
     let slice_over = ran_us >= slice_us && READY.load(Ordering::SeqCst) > 0;
     if !(sleeper_due || slice_over) {
         // Next look: at the end of this slice (a whole one when it is over
@@ -640,6 +642,7 @@ fn wake_event_waiters(rt: &mut Runtime) {
         if pending & (1 << i) == 0 {
             continue;
         }
+        EVENT_WAITED.fetch_and(!(1 << i), Ordering::SeqCst);
         if let Some(id) = waiter.take()
             && let Some(Some(t)) = rt.threads.get_mut(id)
             && matches!(t.state, State::Sleeping(_))
@@ -656,6 +659,8 @@ fn wake_event_waiters(rt: &mut Runtime) {
 pub const MAX_EVENTS: usize = 64;
 /// Signalled events, one bit per [`Event`].
 static EVENT_PENDING: AtomicU64 = AtomicU64::new(0);
+/// Events a thread waits on (for the lock-free timer handler).
+static EVENT_WAITED: AtomicU64 = AtomicU64::new(0);
 /// Events handed out.
 static EVENTS_MADE: AtomicUsize = AtomicUsize::new(0);
 
@@ -730,12 +735,14 @@ impl Event {
         preempt_disable();
         if let Some(rt) = RUNTIME.lock().as_mut() {
             rt.event_waiters[self.index] = Some(rt.current);
+            EVENT_WAITED.fetch_or(1 << self.index, Ordering::SeqCst);
         }
         reschedule(State::Sleeping(deadline));
         if let Some(rt) = RUNTIME.lock().as_mut()
             && rt.event_waiters[self.index] == Some(rt.current)
         {
             rt.event_waiters[self.index] = None; // timed out
+            EVENT_WAITED.fetch_and(!(1 << self.index), Ordering::SeqCst);
         }
         let signalled = self.take();
         preempt_enable();
@@ -819,11 +826,11 @@ fn reschedule(state: State) {
         drop(guard);
         let now = kiln_hal::time::now_ns();
         // Capped: a thread waiting on an event with no deadline sleeps
-        // "until u64::MAX".
-        let wait_us = deadline
-            .saturating_sub(now)
-            .div_ceil(1000)
-            .clamp(1, 1_000_000);
+        // "until u64::MAX". On linuxu a SIGIO landing just before the
+        // sleep call is only noticed when the sleep ends (no supervisor to
+        // check the wake-up flag atomically), so it sleeps in short steps.
+        let cap_us = if cfg!(kiln_linuxu) { 10_000 } else { 1_000_000 };
+        let wait_us = deadline.saturating_sub(now).div_ceil(1000).clamp(1, cap_us);
         // halt_for arms the timer itself.
         ARMED_AT_NS.store(now + wait_us * 1000, Ordering::SeqCst);
         <kiln_hal::platform::Current as kiln_hal::platform::Platform>::halt_for_us(wait_us);
@@ -1019,6 +1026,12 @@ pub mod sync {
                     break;
                 }
                 park();
+                // A spurious wake-up (a stale unpark, e.g. from a socket
+                // waker) leaves our entry queued: take it out before
+                // queueing again, or an unlock would later wake the stale
+                // entry instead of a real waiter (regression test
+                // `spurious_unparks_do_not_strand_a_mutex_waiter`).
+                self.queue.remove(current());
             }
             MutexGuard { mutex: self }
         }
@@ -1491,7 +1504,60 @@ macro_rules! thread_suite {
             check!(sleeper.join(), "the unpark sent during sleep_ms was lost");
             Ok(())
         }
+        /// Regression: a spurious unpark (a stale socket waker) of a thread
+        /// waiting in `Mutex::lock` queued it twice; an unlock then woke the
+        /// stale entry and left a real waiter blocked on a free lock.
+        fn spurious_unparks_do_not_strand_a_mutex_waiter(_: &mut Env) -> Outcome {
+            with_scheduler()?;
+            let m = Arc::new(sync::Mutex::new(0u32));
+            let guard = m.lock();
+            let (m1, m2) = (m.clone(), m.clone());
+            let Ok(b) = thread::spawn(move || *m1.lock() += 1) else {
+                check!(false, "cannot spawn");
+                return Ok(());
+            };
+            thread::sleep_ms(2);
+            for _ in 0..3 {
+                thread::unpark(b.id());
+                thread::sleep_ms(1);
+            }
+            let done = Arc::new(core::sync::atomic::AtomicBool::new(false));
+            let c_done = done.clone();
+            let Ok(c) = thread::spawn(move || {
+                *m2.lock() += 10;
+                c_done.store(true, core::sync::atomic::Ordering::SeqCst);
+            }) else {
+                check!(false, "cannot spawn");
+                return Ok(());
+            };
+            thread::sleep_ms(2);
+            drop(guard);
+            // Watch without touching the mutex (each lock/unlock here would
+            // pop a stale entry and rescue the stranded waiter).
+            for _ in 0..200 {
+                if done.load(core::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                thread::sleep_ms(5);
+            }
+            check!(
+                done.load(core::sync::atomic::Ordering::SeqCst),
+                "a waiter stayed blocked on a free mutex"
+            );
+            b.join();
+            c.join();
+            check_eq!(*m.lock(), 11);
+            Ok(())
+        }
         const SUITE: &[Test] = &[
+            Test {
+                name: concat!(
+                    module_path!(),
+                    "::spurious_unparks_do_not_strand_a_mutex_waiter"
+                ),
+                run: spurious_unparks_do_not_strand_a_mutex_waiter,
+                requires: None,
+            },
             Test {
                 name: concat!(module_path!(), "::an_unpark_during_sleep_is_not_lost"),
                 run: an_unpark_during_sleep_is_not_lost,

@@ -343,9 +343,9 @@ fn kiln_test_runs_every_in_guest_suite() {
         let out = kiln(&["test", "-q", "--platform", p]);
         let text = stdout(&out);
         let expect = if p == "linuxu" {
-            "ktest: 64 passed, 0 failed, 8 skipped"
+            "ktest: 66 passed, 0 failed, 8 skipped"
         } else {
-            "ktest: 72 passed, 0 failed, 0 skipped"
+            "ktest: 74 passed, 0 failed, 0 skipped"
         };
         assert!(text.contains(expect), "on {p}: {text}\n{}", stderr(&out));
         assert!(!text.contains("FAILED"), "on {p}: {text}");
@@ -427,7 +427,7 @@ fn qemu_without_kvm_runs_the_in_guest_tests_under_tcg() {
         .unwrap();
     let text = stdout(&out);
     assert!(
-        text.contains("ktest: 72 passed, 0 failed, 0 skipped"),
+        text.contains("ktest: 74 passed, 0 failed, 0 skipped"),
         "{text}\n{}",
         stderr(&out)
     );

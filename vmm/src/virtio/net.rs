@@ -325,7 +325,7 @@ fn transmit(state: &mut Active, backend: &Backend) -> bool {
         }
         used_any = true;
     }
-    used_any && state.tx.needs_notification(&mem).unwrap_or(true)
+    used_any && wants_interrupt(&state.tx, &mem)
 }
 
 /// Moves frames from the backend into receive buffers until one runs
@@ -333,6 +333,7 @@ fn transmit(state: &mut Active, backend: &Backend) -> bool {
 fn receive(state: &mut Active, backend: &Backend) -> bool {
     let mem = state.mem.clone();
     let mut used_any = false;
+    let mut retried = false;
     loop {
         if state.stalled {
             break;
@@ -353,9 +354,12 @@ fn receive(state: &mut Active, backend: &Backend) -> bool {
         }
         state.pending = Some(len);
         let Some(chain) = state.rx.pop_descriptor_chain(&mem) else {
-            // Out of buffers: ask to be told when there are more.
+            // Out of buffers: ask to be told when there are more. A ring
+            // whose index says "more" but that yields no chain is broken
+            // (an index more than a ring ahead): stall rather than spin.
             match state.rx.enable_notification(&mem) {
-                Ok(true) => {
+                Ok(true) if !retried => {
+                    retried = true;
                     let _ = state.rx.disable_notification(&mem);
                     continue;
                 }
@@ -365,6 +369,7 @@ fn receive(state: &mut Active, backend: &Backend) -> bool {
                 }
             }
         };
+        retried = false;
         let head = chain.head_index();
         // virtio_net_hdr_v1: no offloads, num_buffers = 1.
         state.frame[..HEADER_BYTES].fill(0);
@@ -396,7 +401,19 @@ fn receive(state: &mut Active, backend: &Backend) -> bool {
         }
         used_any = true;
     }
-    used_any && state.rx.needs_notification(&mem).unwrap_or(true)
+    used_any && wants_interrupt(&state.rx, &mem)
+}
+
+/// Whether the driver wants an interrupt for used buffers: not while it
+/// set `VRING_AVAIL_F_NO_INTERRUPT` (it is polling). virtio-queue's
+/// `needs_notification` only knows the event-index scheme, which is not
+/// offered here.
+fn wants_interrupt(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
+    // The used index written before must be visible before the flags are
+    // read (the driver clears the flag, then re-checks the used index).
+    std::sync::atomic::fence(Ordering::SeqCst);
+    mem.read_obj::<u16>(vm_memory::GuestAddress(queue.avail_ring()))
+        .map_or(true, |flags| u16::from_le(flags) & 1 == 0)
 }
 
 /// A queue configured like `q` (the driver's ring addresses and size),
@@ -615,6 +632,30 @@ mod tests {
             r.net.process_queue(7, &mut q, &r.mem);
             let _ = round;
         }
+    }
+
+    /// Regression: an available index far ahead of the ring (no chain can
+    /// be popped, yet "more buffers" is reported) made receive spin forever
+    /// while holding the device lock.
+    #[test]
+    fn a_broken_available_index_does_not_hang_the_device() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = rig();
+            let rx = MockSplitQueue::create(&r.mem, GuestAddress(0), 16);
+            r.mem
+                .write_obj(300u16, GuestAddress(rx.avail_addr().0 + 2))
+                .unwrap();
+            r.host.send(b"a frame").unwrap();
+            let mut q = dummy_queue();
+            r.net.process_queue(RX, &mut q, &r.mem);
+            r.net.reset();
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the device hung on a broken ring"
+        );
     }
 
     #[test]
