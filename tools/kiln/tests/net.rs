@@ -540,3 +540,93 @@ fn fileserver_serves_a_host_volume_and_keeps_it_confined() {
         }
     }
 }
+
+/// A network namespace with a TAP interface `kt0` at 10.0.2.2/24 (the
+/// guest's default gateway), removed on drop.
+struct TapNamespace {
+    name: String,
+}
+
+impl TapNamespace {
+    /// `None` (with a SKIP line) where namespaces cannot be made: not
+    /// root, or no `ip` tool.
+    fn create(test: &str) -> Option<Self> {
+        // Root or not: the effective uid, from /proc.
+        let root = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false);
+        let ip_ok = Command::new("ip").arg("-V").output().is_ok();
+        if !root || !ip_ok {
+            println!(
+                "SKIP {test}: needs root and iproute2 to make a network namespace with a TAP device"
+            );
+            return None;
+        }
+        let name = format!("kilntest{}", std::process::id());
+        let ns = TapNamespace { name };
+        for args in [
+            vec!["netns", "add", &ns.name],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+            vec!["-n", &ns.name, "tuntap", "add", "kt0", "mode", "tap"],
+            vec!["-n", &ns.name, "addr", "add", "10.0.2.2/24", "dev", "kt0"],
+            vec!["-n", &ns.name, "link", "set", "kt0", "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().unwrap();
+            if !out.status.success() {
+                println!(
+                    "SKIP {test}: `ip {}` failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return None;
+            }
+        }
+        Some(ns)
+    }
+}
+
+impl Drop for TapNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn a_guest_on_a_tap_device_pings_the_host() {
+    let Some(ns) = TapNamespace::create("TAP networking") else {
+        return;
+    };
+    for platform in platforms("TAP networking") {
+        build_for("netdemo", platform);
+        let app = app("netdemo");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_kiln")])
+            .args(["run", "-q", app.to_str().unwrap(), "--platform", platform])
+            .args([
+                "--net",
+                "tap:kt0",
+                "--timeout",
+                "60",
+                "--",
+                "ping",
+                "10.0.2.2",
+                "3",
+            ])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let text = stdout(&out);
+        assert_eq!(status(&out), 0, "{platform}: {text}{}", stderr(&out));
+        assert!(
+            text.contains("3/3 replies from 10.0.2.2"),
+            "{platform}: {text}"
+        );
+    }
+}
