@@ -34,7 +34,7 @@ use alloc::vec::Vec;
 use kiln_netdev::{MAX_FRAME_BYTES, NetDevice};
 use kiln_rt::dma::DmaRegion;
 use kiln_rt::thread::Event;
-use kiln_virtio::{Buf, Transport, VirtioError, Virtqueue};
+use kiln_virtio::{Buf, MmioTransport, Transport, VirtioError, Virtqueue};
 
 /// The virtio device type of a network card.
 pub const DEVICE_TYPE: u32 = 1;
@@ -44,6 +44,8 @@ pub const F_CSUM: u64 = 1 << 0;
 /// `VIRTIO_NET_F_GUEST_CSUM`: the device may send frames with partial
 /// checksums, which the driver completes.
 pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// The features this driver asks for.
+pub const FEATURES: u64 = F_MAC | F_MRG_RXBUF | F_CSUM | F_GUEST_CSUM;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
 const HDR_F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_F_MAC`: the device has a MAC address in its config space.
@@ -82,7 +84,7 @@ impl core::fmt::Display for VirtioNetError {
 static EVENT: spin::Once<Option<Event>> = spin::Once::new();
 /// The device's transport (shared with the interrupt handler, which
 /// acknowledges: QEMU's line is level-triggered and stays up until then).
-static TRANSPORT: spin::Once<Transport> = spin::Once::new();
+static TRANSPORT: spin::Once<alloc::boxed::Box<dyn Transport>> = spin::Once::new();
 
 /// Whether the handler acknowledges (see `Transport::needs_interrupt_ack`).
 static NEEDS_ACK: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
@@ -122,7 +124,7 @@ impl Buffers {
 
 /// A virtio-net device, set up.
 pub struct VirtioNet {
-    transport: &'static Transport,
+    transport: &'static dyn Transport,
     rx: Virtqueue,
     tx: Virtqueue,
     rx_buffers: Buffers,
@@ -148,9 +150,20 @@ impl VirtioNet {
         if TRANSPORT.get().is_some() {
             return Err(VirtioNetError::Virtio(VirtioError::NoDevice));
         }
-        let transport = Transport::probe(DEVICE_TYPE, F_MAC | F_MRG_RXBUF | F_CSUM | F_GUEST_CSUM)
-            .map_err(VirtioNetError::Virtio)?;
-        let transport: &'static Transport = TRANSPORT.call_once(|| transport);
+        let transport =
+            MmioTransport::probe(DEVICE_TYPE, FEATURES).map_err(VirtioNetError::Virtio)?;
+        Self::with_transport(alloc::boxed::Box::new(transport))
+    }
+
+    /// Sets up the device behind `transport` (features negotiated with
+    /// at most [`FEATURES`]); the first one wins (one device per image).
+    pub fn with_transport(
+        transport: alloc::boxed::Box<dyn Transport>,
+    ) -> Result<Self, VirtioNetError> {
+        if TRANSPORT.get().is_some() {
+            return Err(VirtioNetError::Virtio(VirtioError::NoDevice));
+        }
+        let transport: &'static dyn Transport = TRANSPORT.call_once(|| transport).as_ref();
         let rx = transport
             .add_queue(RX, QUEUE_ENTRIES)
             .map_err(VirtioNetError::Virtio)?;

@@ -1,10 +1,12 @@
 //! # kiln-virtio — the guest side of a virtio-mmio device
 //!
-//! - [`Transport`]: finds a device of a given type in the virtio-mmio
-//!   slots (`kiln_abi::VIRTIO_MMIO_BASE`, then QEMU microvm's), negotiates
+//! - [`Transport`]: the seam between drivers and the bus — add queues,
+//!   start, notify, acknowledge interrupts, read the config space, name the
+//!   interrupt line. [`MmioTransport`] implements it for virtio-mmio: it
+//!   finds a device of a given type in the slots
+//!   (`kiln_abi::VIRTIO_MMIO_BASE`, then QEMU microvm's) and negotiates
 //!   features (virtio 1.x plus what the driver asks for and the device
-//!   offers), adds queues, notifies, acknowledges interrupts, reads the
-//!   config space, and names its interrupt line.
+//!   offers). A virtio-pci transport would be a second implementation.
 //! - [`Virtqueue`]: a split virtqueue the driver runs itself — add chains,
 //!   pop used ones, notification and interrupt suppression. Used
 //!   asynchronously by `kiln-virtio-net` (RX and TX queues).
@@ -106,15 +108,40 @@ pub struct Piece {
     pub device_writes: bool,
 }
 
+/// What a driver needs from a virtio transport once features are
+/// negotiated: the seam between drivers (`kiln-virtio-net`, and through
+/// [`VirtioMmio`] block and 9P) and the bus. [`MmioTransport`] is the
+/// virtio-mmio one; a virtio-pci transport would implement the same.
+pub trait Transport: Send + Sync {
+    /// The features both sides agreed on.
+    fn features(&self) -> u64;
+    /// Sets up queue `index` with up to `size` entries (before `start`).
+    fn add_queue(&self, index: u16, size: u16) -> Result<Virtqueue, VirtioError>;
+    /// Tells the device the driver is ready (after its queues are added).
+    fn start(&self);
+    /// Tells the device queue `queue` has new buffers.
+    fn notify(&self, queue: u16);
+    /// Reads and acknowledges the interrupt status.
+    fn ack_interrupt(&self) -> u32;
+    /// Whether interrupts must be acknowledged before they can fire again.
+    fn needs_interrupt_ack(&self) -> bool;
+    /// The interrupt line (IOAPIC pin) the device raises.
+    fn irq_line(&self) -> u8;
+    /// Reads the config-space byte at `offset`.
+    fn config8(&self, offset: u64) -> u8;
+    /// Reads the 32-bit config-space word at `offset`.
+    fn config32(&self, offset: u64) -> u32;
+}
+
 /// A virtio-mmio device after feature negotiation: queues are added with
 /// [`Transport::add_queue`], then [`Transport::start`] makes it live.
 #[derive(Debug)]
-pub struct Transport {
+pub struct MmioTransport {
     regs: Regs,
     features: u64,
 }
 
-impl Transport {
+impl MmioTransport {
     /// Finds the first device of `device_type` and negotiates features:
     /// virtio 1.x (which it must offer) plus those of `wanted` it offers.
     pub fn probe(device_type: u32, wanted: u64) -> Result<Self, VirtioError> {
@@ -180,9 +207,11 @@ impl Transport {
         }
         Ok(Self { regs, features })
     }
+}
 
+impl Transport for MmioTransport {
     /// The features both sides agreed on.
-    pub fn features(&self) -> u64 {
+    fn features(&self) -> u64 {
         self.features
     }
 
@@ -191,13 +220,13 @@ impl Transport {
     /// until acknowledged, and the IOAPIC entry is edge-triggered), while
     /// the embedded VMM sends one message per event, so acknowledging
     /// there would only cost two register exits per interrupt.
-    pub fn needs_interrupt_ack(&self) -> bool {
+    fn needs_interrupt_ack(&self) -> bool {
         self.regs.read32(R_VENDOR_ID) != KILN_VENDOR_ID
     }
 
     /// The interrupt line (IOAPIC pin) the device raises: slot `n` of the
     /// embedded VMM and QEMU microvm's transport `n` both use pin 5 + n.
-    pub fn irq_line(&self) -> u8 {
+    fn irq_line(&self) -> u8 {
         let p = self.regs.paddr;
         let n = if p >= kiln_abi::QEMU_MICROVM_VIRTIO_BASE {
             (p - kiln_abi::QEMU_MICROVM_VIRTIO_BASE) / kiln_abi::QEMU_MICROVM_VIRTIO_STRIDE
@@ -209,7 +238,7 @@ impl Transport {
 
     /// Sets up queue `index` with up to `size` entries (fewer if the device
     /// offers fewer; rounded down to a power of two).
-    pub fn add_queue(&self, index: u16, size: u16) -> Result<Virtqueue, VirtioError> {
+    fn add_queue(&self, index: u16, size: u16) -> Result<Virtqueue, VirtioError> {
         let regs = &self.regs;
         regs.write32(R_QUEUE_SEL, u32::from(index));
         let max = regs.read32(R_QUEUE_NUM_MAX).min(u32::from(size));
@@ -233,19 +262,19 @@ impl Transport {
     }
 
     /// Tells the device the driver is ready (after its queues are added).
-    pub fn start(&self) {
+    fn start(&self) {
         self.regs
             .write32(R_STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK);
     }
 
     /// Tells the device queue `queue` has new buffers.
-    pub fn notify(&self, queue: u16) {
+    fn notify(&self, queue: u16) {
         self.regs.write32(R_QUEUE_NOTIFY, u32::from(queue));
     }
 
     /// Reads and acknowledges the interrupt status (bit 0: used buffers,
     /// bit 1: configuration change); call from the interrupt handler.
-    pub fn ack_interrupt(&self) -> u32 {
+    fn ack_interrupt(&self) -> u32 {
         let status = self.regs.read32(R_INTERRUPT_STATUS);
         if status != 0 {
             self.regs.write32(R_INTERRUPT_ACK, status);
@@ -254,12 +283,12 @@ impl Transport {
     }
 
     /// Reads the 32-bit config-space word at `offset`.
-    pub fn config32(&self, offset: u64) -> u32 {
+    fn config32(&self, offset: u64) -> u32 {
         self.regs.read32(R_CONFIG + offset)
     }
 
     /// Reads the config-space byte at `offset`.
-    pub fn config8(&self, offset: u64) -> u8 {
+    fn config8(&self, offset: u64) -> u8 {
         self.regs.page.read8(self.regs.base + R_CONFIG + offset)
     }
 }
@@ -272,7 +301,7 @@ fn fail(regs: &Regs, step: &'static str) -> VirtioError {
 /// A set-up virtio-mmio device with queue 0, used one request at a time
 /// (block and 9P).
 pub struct VirtioMmio {
-    transport: Transport,
+    transport: MmioTransport,
     queue: Virtqueue,
     buffers: DmaRegion,
 }
@@ -281,19 +310,19 @@ impl VirtioMmio {
     /// Finds the first device of `device_type` and sets it up, accepting
     /// `wanted` features it offers (plus virtio 1.x, which it must).
     pub fn probe(device_type: u32, wanted: u64) -> Result<Self, VirtioError> {
-        Self::setup(Transport::probe(device_type, wanted)?)
+        Self::setup(MmioTransport::probe(device_type, wanted)?)
     }
 
     /// Sets up every device of `device_type` (as many as there are window
     /// pages for devices), in address order.
     pub fn probe_all(device_type: u32, wanted: u64) -> Result<alloc_vec::Vec<Self>, VirtioError> {
-        Transport::find(device_type, kiln_abi_slots() as usize)?
+        MmioTransport::find(device_type, kiln_abi_slots() as usize)?
             .into_iter()
-            .map(|regs| Transport::negotiate(regs, wanted).and_then(Self::setup))
+            .map(|regs| MmioTransport::negotiate(regs, wanted).and_then(Self::setup))
             .collect()
     }
 
-    fn setup(transport: Transport) -> Result<Self, VirtioError> {
+    fn setup(transport: MmioTransport) -> Result<Self, VirtioError> {
         let queue = transport.add_queue(0, QUEUE_SIZE)?;
         let buffers = DmaRegion::new(BUFFER_BYTES / 4096).map_err(|_| VirtioError::OutOfMemory)?;
         transport.start();
