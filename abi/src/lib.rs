@@ -28,6 +28,7 @@ extern crate alloc;
 
 pub mod cmdline;
 pub mod exit;
+pub mod net;
 pub mod port;
 pub mod pvh;
 pub mod rtc;

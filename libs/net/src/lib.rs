@@ -184,9 +184,9 @@ impl IpConfig {
         match kiln_rt::boot::option("ip") {
             Some(ip) => Self::parse(ip, kiln_rt::boot::option("gw")),
             None => Ok(Self::Static {
-                addr: Ipv4Addr::new(10, 0, 2, 15),
-                prefix_len: 24,
-                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                addr: kiln_abi::net::GUEST_ADDR,
+                prefix_len: kiln_abi::net::PREFIX_LEN,
+                gateway: Some(kiln_abi::net::GATEWAY_ADDR),
             }),
         }
     }

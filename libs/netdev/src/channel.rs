@@ -13,7 +13,7 @@ use kiln_rt::thread::Event;
 use crate::NetDevice;
 
 /// The MAC address of the linuxu guest (as the VMM's default).
-pub const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+pub const MAC: [u8; 6] = kiln_abi::net::GUEST_MAC;
 
 static EVENT: spin::Once<Option<Event>> = spin::Once::new();
 

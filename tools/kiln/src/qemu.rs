@@ -141,9 +141,12 @@ pub fn command(
         }
     }
     if has_net {
+        let mac = kiln_abi::net::GUEST_MAC
+            .map(|b| format!("{b:02x}"))
+            .join(":");
         cmd.args([
             "-device",
-            "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
+            &format!("virtio-net-device,netdev=net0,mac={mac}"),
         ]);
     }
     cmd

@@ -428,8 +428,8 @@ fn guest_ip_options(
     let ip = args.ip.clone().unwrap_or_else(|| {
         format!(
             "{}/{}",
-            kiln_user_net::GUEST_ADDR,
-            kiln_user_net::PREFIX_LEN
+            kiln_abi::net::GUEST_ADDR,
+            kiln_abi::net::PREFIX_LEN
         )
     });
     if ip == "dhcp" {
@@ -448,7 +448,7 @@ fn guest_ip_options(
     let gw = args
         .gateway
         .clone()
-        .unwrap_or_else(|| kiln_user_net::GATEWAY_ADDR.to_string());
+        .unwrap_or_else(|| kiln_abi::net::GATEWAY_ADDR.to_string());
     if gw.parse::<std::net::Ipv4Addr>().is_err() {
         bail!("--gateway {gw}: give an IPv4 address (e.g. 10.0.2.2)");
     }

@@ -1,7 +1,7 @@
 //! virtio-net: Ethernet frames between the guest and a [`Backend`].
 //!
 //! Queue 0 receives (device → guest), queue 1 transmits. Offered features:
-//! `VERSION_1`, `MAC` (52:54:00:12:34:56 unless given), and `MRG_RXBUF`
+//! `VERSION_1`, `MAC` (`kiln_abi::net::GUEST_MAC` unless given), and `MRG_RXBUF`
 //! (every frame fits one 2 KiB buffer, so `num_buffers` is always 1).
 //! Every frame is preceded by the 12-byte `virtio_net_hdr_v1`, all zeros
 //! both ways: no checksum or segmentation offload.
@@ -48,7 +48,7 @@ pub const HEADER_BYTES: usize = 12;
 /// with room for a VLAN tag).
 pub const MAX_FRAME_BYTES: usize = 1518;
 /// The guest's MAC address unless told otherwise.
-pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+pub const DEFAULT_MAC: [u8; 6] = kiln_abi::net::GUEST_MAC;
 
 const RX: usize = 0;
 const TX: usize = 1;

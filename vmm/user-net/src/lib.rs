@@ -79,16 +79,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The gateway's address: the host as the guest sees it (and the DHCP server).
-pub const GATEWAY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+pub const GATEWAY_ADDR: Ipv4Addr = kiln_abi::net::GATEWAY_ADDR;
 /// The one address the guest gets (by DHCP or static configuration).
-pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+pub const GUEST_ADDR: Ipv4Addr = kiln_abi::net::GUEST_ADDR;
 /// Prefix length of the guest network `10.0.2.0/24`.
-pub const PREFIX_LEN: u8 = 24;
+pub const PREFIX_LEN: u8 = kiln_abi::net::PREFIX_LEN;
 /// The gateway's Ethernet address.
-pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x35, 0x02];
+pub const GATEWAY_MAC: [u8; 6] = kiln_abi::net::GATEWAY_MAC;
 /// The Ethernet address a VMM should give the guest's NIC (any unicast MAC works: the
 /// stack learns the guest's MAC from its frames).
-pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+pub const GUEST_MAC: [u8; 6] = kiln_abi::net::GUEST_MAC;
 /// The IP MTU of the guest link, in bytes.
 pub const MTU_BYTES: usize = 1500;
 /// The largest Ethernet frame (header included, FCS excluded) either side sends.
