@@ -367,7 +367,7 @@ fn transmit(state: &mut Active, backend: &Backend) -> bool {
         }
         used_any = true;
     }
-    used_any && wants_interrupt(&state.tx, &mem)
+    used_any && super::driver_wants_interrupt(&state.tx, &mem)
 }
 
 /// Moves frames from the backend into receive buffers until one runs
@@ -443,19 +443,7 @@ fn receive(state: &mut Active, backend: &Backend) -> bool {
         }
         used_any = true;
     }
-    used_any && wants_interrupt(&state.rx, &mem)
-}
-
-/// Whether the driver wants an interrupt for used buffers: not while it
-/// set `VRING_AVAIL_F_NO_INTERRUPT` (it is polling). virtio-queue's
-/// `needs_notification` only knows the event-index scheme, which is not
-/// offered here.
-fn wants_interrupt(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
-    // The used index written before must be visible before the flags are
-    // read (the driver clears the flag, then re-checks the used index).
-    std::sync::atomic::fence(Ordering::SeqCst);
-    mem.read_obj::<u16>(vm_memory::GuestAddress(queue.avail_ring()))
-        .map_or(true, |flags| u16::from_le(flags) & 1 == 0)
+    used_any && super::driver_wants_interrupt(&state.rx, &mem)
 }
 
 /// A queue configured like `q` (the driver's ring addresses and size),
