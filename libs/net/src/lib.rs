@@ -60,6 +60,8 @@ use device::Adapter;
 pub enum NetError {
     /// No network device: the VM was started without one.
     NoDevice,
+    /// A network device is there but could not be set up (the cause).
+    DeviceSetup(&'static str),
     /// The `ip=`/`gw=` options are malformed.
     BadConfig(&'static str),
     /// No address from DHCP within the time allowed.
@@ -92,6 +94,7 @@ impl NetError {
     pub fn errno(self) -> i32 {
         match self {
             Self::NoDevice => 19,           // ENODEV
+            Self::DeviceSetup(_) => 5,      // EIO
             Self::BadConfig(_) => 22,       // EINVAL
             Self::DhcpTimeout => 110,       // ETIMEDOUT
             Self::NoThreads => 11,          // EAGAIN
@@ -114,6 +117,7 @@ impl core::fmt::Display for NetError {
             Self::NoDevice => f.write_str(
                 "no network device: run with -p HOST:GUEST (user-mode networking), --net user or --net tap:NAME, or set net = true in Kiln.toml",
             ),
+            Self::DeviceSetup(why) => write!(f, "the network device could not be set up: {why}"),
             Self::BadConfig(what) => write!(f, "bad network options: {what}"),
             Self::DhcpTimeout => f.write_str("no DHCP lease within 10 s"),
             Self::NoThreads => f.write_str(
@@ -467,9 +471,22 @@ impl Net {
     pub fn up() -> Result<Self, NetError> {
         let config = IpConfig::from_options()?;
         let dev: Box<dyn NetDevice> = if kiln_rt::boot::option("netchan").is_some() {
-            Box::new(kiln_netdev::channel::Channel::open().map_err(|_| NetError::NoDevice)?)
+            Box::new(
+                kiln_netdev::channel::Channel::open()
+                    .map_err(|_| NetError::DeviceSetup("cannot route the channel's SIGIO"))?,
+            )
         } else {
-            Box::new(kiln_virtio_net::VirtioNet::probe().map_err(|_| NetError::NoDevice)?)
+            use kiln_virtio::VirtioError;
+            use kiln_virtio_net::VirtioNetError;
+            Box::new(kiln_virtio_net::VirtioNet::probe().map_err(|e| match e {
+                VirtioNetError::Virtio(VirtioError::NoDevice) => NetError::NoDevice,
+                VirtioNetError::Virtio(VirtioError::Setup(step)) => NetError::DeviceSetup(step),
+                VirtioNetError::Virtio(VirtioError::OutOfMemory) => NetError::OutOfMemory,
+                VirtioNetError::Virtio(_) => NetError::DeviceSetup("the virtio transport failed"),
+                VirtioNetError::Interrupt => {
+                    NetError::DeviceSetup("its interrupt line cannot be routed (no IOAPIC?)")
+                }
+            })?)
         };
         Self::start(dev, config)
     }
